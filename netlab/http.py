@@ -1,0 +1,179 @@
+"""The one protocol every server model speaks: a small HTTP/1.1 subset.
+
+Sans-I/O: the parser is fed bytes and returns requests; it never touches a socket. That is what
+lets a blocking thread, a select() loop and an asyncio coroutine share it, so a difference in a
+measurement is a difference in the server model and never in the protocol code.
+
+Routes: ``GET /`` (a short text, or ``body_bytes`` bytes when the workload sets it) and
+``GET /bytes/N`` (exactly N bytes). ``HEAD`` is answered like ``GET`` without the body.
+Bad input is answered, never crashed on: 400 malformed, 404 unknown path, 405 other methods,
+413 body too large, 431 head over 8 KiB, 501 Transfer-Encoding, 505 other HTTP versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_HEAD = 8 * 1024          # request line + headers; more is 431 (nginx's default is 1-8 KiB)
+MAX_BODY = 1024 * 1024       # a GET may carry a body; we read and discard up to this much
+MAX_BYTES_ROUTE = 16 * 1024 * 1024   # /bytes/N cap, so one request cannot exhaust memory
+
+HELLO = b"Hello from netlab!\n"
+
+REASONS = {
+    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    413: "Content Too Large", 431: "Request Header Fields Too Large",
+    501: "Not Implemented", 505: "HTTP Version Not Supported",
+}
+
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789"
+                   b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass
+class Request:
+    """One parsed request. ``error`` is set (to a status) when the input was bad."""
+    method: str = ""
+    target: str = ""
+    version: str = "HTTP/1.1"
+    headers: dict = field(default_factory=dict)   # lower-case names
+    keep_alive: bool = True
+    error: int = 0
+    detail: str = ""
+
+
+def _bad(status: int, detail: str) -> Request:
+    return Request(keep_alive=False, error=status, detail=detail)
+
+
+class RequestParser:
+    """Incremental parser: ``feed(bytes)`` returns the requests completed so far, in order.
+
+    After a bad request it returns one Request with ``error`` set and then ignores all further
+    input: the connection is answered and closed, because we no longer know where the next
+    request would start.
+    """
+
+    __slots__ = ("_buf", "_body_left", "failed")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._body_left = 0      # bytes of a request body still to discard
+        self.failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete request (a stalled client's bytes)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list:
+        if self.failed:
+            return []
+        buf = self._buf
+        buf += data
+        out = []
+        while buf:
+            if self._body_left:
+                n = min(self._body_left, len(buf))
+                del buf[:n]
+                self._body_left -= n
+                continue
+            end, sep = _head_end(buf)
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    out.append(self._fail(_bad(431, "request head larger than 8 KiB")))
+                break
+            if end > MAX_HEAD:
+                out.append(self._fail(_bad(431, "request head larger than 8 KiB")))
+                break
+            head = bytes(buf[:end])
+            del buf[:end + sep]
+            req = parse_head(head)
+            if req.error:
+                out.append(self._fail(req))
+                break
+            length = req.headers.get("content-length")
+            if length is not None:
+                if not (length.isascii() and length.isdigit()):
+                    out.append(self._fail(_bad(400, "bad Content-Length")))
+                    break
+                if int(length) > MAX_BODY:
+                    out.append(self._fail(_bad(413, "request body larger than 1 MiB")))
+                    break
+                self._body_left = int(length)
+            out.append(req)
+        return out
+
+    def _fail(self, req: Request) -> Request:
+        self.failed = True
+        self._buf.clear()
+        return req
+
+
+def _head_end(buf: bytearray) -> tuple:
+    """Where the head ends (index of the blank line) and the separator's length, or (-1, 0).
+
+    HTTP says CRLF, but a student typing into ``nc`` sends bare LF; we accept both.
+    """
+    crlf = buf.find(b"\r\n\r\n")
+    lf = buf.find(b"\n\n", 0, crlf if crlf >= 0 else len(buf))
+    if lf >= 0:
+        return lf, 2
+    if crlf >= 0:
+        return crlf, 4
+    # mixed endings ("...\r\n\n"): rare, but do not hang on them
+    mixed = buf.find(b"\n\r\n")
+    return (mixed, 3) if mixed >= 0 else (-1, 0)
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request line and headers (no trailing blank line)."""
+    lines = head.split(b"\n")
+    parts = lines[0].rstrip(b"\r").split(b" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        return _bad(400, "malformed request line")
+    method, target, version = parts
+    if not all(c in _TOKEN for c in method):
+        return _bad(400, "malformed method")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if not version.startswith(b"HTTP/"):
+            return _bad(400, "malformed HTTP version")
+        return _bad(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    headers = {}
+    for line in lines[1:]:
+        line = line.rstrip(b"\r")
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not all(c in _TOKEN for c in name):
+            return _bad(400, "malformed header line")
+        try:
+            headers[name.decode("ascii").lower()] = value.strip().decode("latin-1")
+        except UnicodeDecodeError:
+            return _bad(400, "non-ASCII header name")
+    if "transfer-encoding" in headers:
+        return _bad(501, "Transfer-Encoding is not supported")
+    conn = headers.get("connection", "").lower()
+    if version == b"HTTP/1.1":
+        keep_alive = "close" not in conn
+    else:                       # HTTP/1.0 closes unless asked (ab -k asks)
+        keep_alive = "keep-alive" in conn
+    try:
+        target_s = target.decode("ascii")
+    except UnicodeDecodeError:
+        return _bad(400, "non-ASCII request target")
+    return Request(method.decode("ascii"), target_s, version.decode("ascii"), headers,
+                   keep_alive)
+
+
+def response(status: int, body: bytes = b"", keep_alive: bool = True, head_only: bool = False,
+             extra: str = "") -> bytes:
+    """Build the bytes of one response."""
+    conn = "keep-alive" if keep_alive else "close"
+    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}Connection: {conn}\r\n\r\n").encode("ascii")
+    return head if head_only else head + body
+
+
+def error_response(req: Request) -> bytes:
+    """The answer to a request the parser rejected: the status, a one-line reason, close."""
+    return response(req.error, (req.detail + "\n").encode(), keep_alive=False)

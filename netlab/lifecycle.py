@@ -1,0 +1,347 @@
+"""Start a server in its own process group, wait until it listens, stop it, prove nothing is left.
+
+Why a separate process: the notebook kernel never blocks and never forks (forking a process
+that runs threads, like a Jupyter kernel, is unsafe); the server's CPU and memory can be measured
+apart from the client's; and stopping can kill the whole process group, children included.
+
+    with netlab.serve("epoll", backend_ms=10) as srv:
+        ...  # srv.url, srv.port, srv.pid
+
+A student's own server function ``fn(listen_sock, app)`` runs the same way: it is shipped to
+the server process by value (cloudpickle), so functions defined in a notebook cell work.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pickle
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from typing import Callable, Optional, Union
+
+from . import servers
+from .servers import NetlabError, _workers
+from .workload import App, Workload
+
+POSIX = os.name == "posix"
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ServerError(NetlabError):
+    """The server could not start, or it died, or it left something behind."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the server process
+# ---------------------------------------------------------------------------------------------
+
+def open_listener(host: str, port: int, reuseport: bool = False) -> socket.socket:
+    """Bind and listen; a port in use or a bad address becomes one sentence."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if POSIX:   # restart on a port still in TIME_WAIT; never share a port being listened on
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(4096)           # the kernel caps it at net.core.somaxconn
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ServerError(f"port {port} on {host} is already in use: stop the other "
+                              "server or pick another port (port 0 picks a free one)") from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise ServerError(f"not allowed to listen on port {port}: ports below 1024 need "
+                              "root; pick a port above 1024 or port 0") from None
+        raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _stop_on_signal(signum, frame):
+    raise SystemExit(0)
+
+
+def run(spec: dict, announce: Callable[[str], None]) -> None:
+    """Run one server described by ``spec`` in this process until SIGTERM/SIGINT."""
+    target = spec["target"]
+    workload = Workload(**spec.get("workload", {}))
+    options = dict(spec.get("options", {}))
+    if callable(target):
+        model = None
+    else:
+        model = servers.get(target)
+        model.check(spec.get("workers"), options)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_on_signal)
+    listen = open_listener(spec["host"], spec["port"], reuseport=bool(model and model.reuseport))
+    try:
+        app = App(workload)
+        announce(f"listening on {url_of(spec['host'], listen.getsockname()[1])}")
+        if model is None:
+            target(listen, app, **options)
+        else:
+            model.run(listen, app, spec.get("workers"), **options)
+    finally:
+        listen.close()
+
+
+def child_main() -> None:
+    """Entry point of the server process started by ``Server`` (python -m netlab._child)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s netlab[%(process)d] %(levelname)s %(message)s")
+    spec = pickle.loads(sys.stdin.buffer.read())
+    if spec.get("die_with_parent"):
+        _workers.die_with_parent()
+
+    def announce(line):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)   # nothing more goes to the harness's pipe
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+    try:
+        run(spec, announce)
+    except NetlabError as e:
+        sys.stderr.write(f"{e}\n")
+        sys.exit(2)
+    except (SystemExit, KeyboardInterrupt):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# In the harness (the notebook kernel, a test, the CLI)
+# ---------------------------------------------------------------------------------------------
+
+def _proc_group(pgid: int) -> list:
+    """PIDs of live (non-zombie) processes in a process group."""
+    if sys.platform.startswith("linux"):
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                found.append(int(name))
+        return found
+    try:
+        os.killpg(pgid, 0)
+        return [pgid]
+    except (ProcessLookupError, PermissionError):
+        return []
+
+
+def _kill_group(proc: subprocess.Popen, sig) -> None:
+    try:
+        if POSIX:
+            os.killpg(proc.pid, sig)
+        elif sig == signal.SIGTERM:
+            proc.terminate()
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def _finalize(proc: subprocess.Popen) -> None:
+    """Last resort (garbage collection, interpreter exit): kill the server's group."""
+    if proc.poll() is None:
+        _kill_group(proc, signal.SIGKILL)
+        proc.wait()
+    elif POSIX:
+        _kill_group(proc, signal.SIGKILL)
+
+
+class Server:
+    """A running server: ``url``, ``host``, ``port``, ``pid``; a context manager that stops it."""
+
+    def __init__(self, target: Union[str, Callable] = "epoll", *, host: str = "127.0.0.1",
+                 port: int = 0, workers: Optional[int] = None, backend_ms: float = 0,
+                 cpu_us: float = 0, body_bytes: Optional[int] = None,
+                 startup_timeout: float = 15.0, **options):
+        if callable(target):
+            self.model = getattr(target, "__name__", "custom")
+            self.workers = 1
+        else:
+            model = servers.get(target)
+            self.workers = model.check(workers, options)
+            self.model = model.name
+        try:
+            workload = Workload(backend_ms, cpu_us, body_bytes)
+        except (ValueError, TypeError) as e:
+            raise ServerError(str(e)) from None
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ServerError(f"port must be a whole number from 0 to 65535, not {port!r}")
+        self.host, self.options, self.workload = host, options, workload
+        self.port: Optional[int] = None
+        self.url: Optional[str] = None
+        self.proc: Optional[subprocess.Popen] = None
+        self._spec = dict(target=target, host=host, port=port, workers=workers,
+                          workload=workload.as_dict(), options=options,
+                          die_with_parent=threading.current_thread() is threading.main_thread())
+        self._startup_timeout = startup_timeout
+        self._log = None
+
+    # -- start --------------------------------------------------------------------------------
+    def start(self) -> "Server":
+        payload = _dumps(self._spec)
+        self._log = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH")) if p)
+        kwargs = dict(start_new_session=True) if POSIX else dict(
+            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
+        self.proc = subprocess.Popen([sys.executable, "-m", "netlab._child"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env,
+                                     close_fds=True, **kwargs)
+        self._finalizer = weakref.finalize(self, _finalize, self.proc)
+        try:
+            self.proc.stdin.write(payload)
+            self.proc.stdin.close()
+            line = self._read_announcement()
+        except BaseException:
+            self.stop(check=False)
+            raise
+        self.url = line.split(" ", 2)[2]
+        self.port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        return self
+
+    def _read_announcement(self) -> str:
+        deadline = time.monotonic() + self._startup_timeout
+        out = self.proc.stdout
+        fd = out.fileno()
+        buf = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServerError(f"the {self.model} server did not start listening within "
+                                      f"{self._startup_timeout:.0f} s; its log: {self._tail()}")
+                if sel.select(left):
+                    chunk = os.read(fd, 4096)
+                    if not chunk:
+                        self.proc.wait()
+                        raise ServerError(self._tail() or f"the {self.model} server exited "
+                                          f"with status {self.proc.returncode} before listening")
+                    buf += chunk
+        out.close()
+        return buf.split(b"\n", 1)[0].decode()
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far (warnings, a student's traceback)."""
+        if self._log is None or self._log.closed:
+            return getattr(self, "_final_log", "")
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _tail(self) -> str:
+        lines = [ln for ln in self.log().strip().splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else ""
+
+    # -- stop -----------------------------------------------------------------------------------
+    def stop(self, timeout: float = 3.0, check: bool = True) -> None:
+        """SIGTERM the group, SIGKILL after ``timeout``, reap, and verify nothing is left.
+
+        With ``check``, raises ServerError if the server had died on its own with an error
+        (its last log line says why) or if a process of its group survived.
+        """
+        proc = self.proc
+        if proc is None or getattr(self, "_stopped", False):
+            return
+        self._stopped = True
+        died_early = proc.poll()
+        _kill_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        leftover = self._wait_group_gone(timeout) if POSIX else []
+        self._final_log = self.log()
+        self._log.close()
+        self._finalizer.detach()
+        if not check:
+            return
+        if leftover:
+            raise ServerError(f"processes {leftover} of the {self.model} server survived "
+                              "SIGKILL; this is a bug in netlab, please report it")
+        if died_early is not None and died_early not in (0, -signal.SIGTERM):
+            raise ServerError(f"the {self.model} server had already exited with status "
+                              f"{died_early}: {self._tail()}")
+
+    def _wait_group_gone(self, timeout: float) -> list:
+        """Workers and children get the same SIGTERM; give them ``timeout``, then SIGKILL."""
+        deadline = time.monotonic() + timeout
+        killed = False
+        while True:
+            left = _proc_group(self.proc.pid)
+            if not left:
+                return []
+            if time.monotonic() > deadline:
+                if killed:
+                    return left
+                _kill_group(self.proc, signal.SIGKILL)
+                killed, deadline = True, time.monotonic() + timeout
+            time.sleep(0.01)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop(check=exc_type is None)
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "stopped"
+        return f"<netlab.Server {self.model} {self.url} pid={self.pid} {state}>"
+
+
+def _dumps(spec: dict) -> bytes:
+    """Pickle the spec; a student's function travels by value (cloudpickle) with its globals."""
+    target = spec["target"]
+    if not callable(target):
+        return pickle.dumps(spec)
+    import cloudpickle
+    mod = sys.modules.get(getattr(target, "__module__", None) or "")
+    if mod is not None and mod.__name__ != "__main__" and not mod.__name__.startswith("netlab"):
+        cloudpickle.register_pickle_by_value(mod)    # e.g. a test module the child can't import
+    try:
+        return cloudpickle.dumps(spec)
+    except Exception as e:
+        raise ServerError(f"cannot send {getattr(target, '__name__', target)!r} to the server "
+                          f"process ({e}); define it at the top level of a cell or module") from None
+
+
+def serve(target: Union[str, Callable] = "epoll", **kwargs) -> Server:
+    """Start a server model (by name) or your own ``fn(listen_sock, app)``; returns a Server.
+
+    Keyword arguments: host ("127.0.0.1"), port (0: any free port), workers, backend_ms,
+    cpu_us, body_bytes, and the model's own options (e.g. ``edge=True`` for epoll).
+    """
+    return Server(target, **kwargs).start()

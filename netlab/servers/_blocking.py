@@ -1,0 +1,81 @@
+"""What every blocking model does with one connection once it has it.
+
+The iterative, forking, pre-forked, threaded and pre-threaded models differ only in *who* runs
+``handle_connection`` (the accept loop itself, a child process, a thread); the code a connection
+runs is this one function, so that difference is the only one a measurement can see.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+
+log = logging.getLogger("netlab.server")
+
+_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_fd_warned = False
+
+
+def accept(listen: socket.socket) -> socket.socket:
+    """Blocking accept() that survives what a busy server meets: aborted handshakes and fd
+    exhaustion (it waits for connections to close instead of crashing)."""
+    while True:
+        try:
+            conn, _ = listen.accept()
+            return conn
+        except OSError as e:
+            if e.errno == errno.ECONNABORTED:
+                continue
+            if e.errno in _FD_ERRORS:
+                warn_fd_limit(e)
+                time.sleep(0.1)
+                continue
+            raise
+
+
+def warn_fd_limit(e: OSError) -> None:
+    """Say once, in one sentence, what to do when accept() runs out of file descriptors."""
+    global _fd_warned
+    if not _fd_warned:
+        _fd_warned = True
+        log.warning("accept() failed (%s): the process is out of file descriptors; close "
+                    "connections or raise the limit with `ulimit -n`", e.strerror)
+
+
+def handle_connection(conn: socket.socket, app) -> None:
+    """Serve one connection to its end: read, parse, wait on the backend, respond, repeat."""
+    parser = app.new_parser()
+    drain = False
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            for req in parser.feed(data):
+                if app.backend_s and not req.error:
+                    time.sleep(app.backend_s)          # the thread waits; nothing else runs
+                conn.sendall(app.respond(req))
+                if not req.keep_alive:
+                    drain = bool(req.error)
+                    return
+    except OSError:          # reset or broken pipe: that client is gone, the server is not
+        return
+    finally:
+        close(conn, drain)
+
+
+def close(conn: socket.socket, drain: bool = False) -> None:
+    """Close a connection. After an error answer, first read what the client already sent:
+    closing with unread bytes makes the kernel send a reset, which can destroy our last
+    response (say, a 431) before the client reads it."""
+    if drain:
+        try:
+            conn.setblocking(False)
+            for _ in range(16):
+                if not conn.recv(65536):
+                    break
+        except OSError:
+            pass
+    conn.close()

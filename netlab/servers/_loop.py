@@ -1,0 +1,184 @@
+"""The readiness loop shared by the ``select``, ``poll`` and ``epoll`` models.
+
+Those three differ in one thing only: how they ask the kernel which sockets are ready. So they
+override four methods (``register``, ``modify``, ``unregister``, ``wait``) and this class does
+the rest: accept, read what is ready, hand it to the connection's ``Session``, write what is
+pending, run backend timers. One thread, no blocking call except the wait itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from ._blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
+from ._session import Session, Timers
+
+log = logging.getLogger("netlab.server")
+
+READ, WRITE, CLOSED = 1, 2, 4      # what wait() reports; CLOSED = error or hang-up
+ACCEPT_BURST = 64                  # accepts per wake-up, so a flood cannot starve clients
+
+
+class Conn:
+    __slots__ = ("sock", "fd", "session", "events", "closed", "more")
+
+    def __init__(self, sock, session):
+        self.sock, self.fd, self.session = sock, sock.fileno(), session
+        self.events = READ       # interest currently registered
+        self.closed = False
+        self.more = False        # edge-triggered: stopped reading before EAGAIN
+
+
+class EventLoop:
+    edge = False            # edge-triggered: interest registered once, read/write until EAGAIN
+    fd_limit = None         # select() cannot watch fds >= FD_SETSIZE
+
+    def __init__(self, listen: socket.socket, app):
+        self.listen, self.app = listen, app
+        self.lfd = listen.fileno()
+        listen.setblocking(False)
+        self.conns = {}
+        self.timers = Timers()
+
+    # --- the four methods a mechanism provides -------------------------------------------
+    def register(self, fd: int, events: int) -> None: raise NotImplementedError
+    def modify(self, fd: int, events: int) -> None: raise NotImplementedError
+    def unregister(self, fd: int) -> None: raise NotImplementedError
+    def wait(self, timeout):  # -> list of (fd, READ|WRITE|CLOSED bits)
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for c in list(self.conns.values()):
+            c.sock.close()
+        self.conns.clear()
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        self.register(self.lfd, READ)
+        try:
+            while True:
+                for fd, mask in self.wait(self.timers.timeout()):
+                    if fd == self.lfd:
+                        self._accept()
+                        continue
+                    c = self.conns.get(fd)
+                    if c is None:
+                        continue
+                    if mask & CLOSED:
+                        self._close(c)
+                        continue
+                    if mask & READ:
+                        self._on_readable(c)
+                    if mask & WRITE and not c.closed:
+                        self._flush(c)
+                self.timers.run_due()
+        finally:
+            self.close()
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, _ = self.listen.accept()
+            except BlockingIOError:          # no more waiting (or another worker took it)
+                return
+            except OSError as e:
+                if e.errno == errno.ECONNABORTED:
+                    continue
+                if e.errno in _FD_ERRORS:    # out of fds: stop accepting for a moment
+                    warn_fd_limit(e)
+                    self.unregister(self.lfd)
+                    self.timers.call_later(0.1, self.register, self.lfd, READ)
+                    return
+                raise
+            if self.fd_limit is not None and sock.fileno() >= self.fd_limit:
+                warn_fd_setsize(sock.fileno())
+                sock.close()
+                continue
+            sock.setblocking(False)
+            c = Conn(sock, Session(self.app))
+            self.conns[c.fd] = c
+            self.register(c.fd, (READ | WRITE) if self.edge else READ)
+
+    def _on_readable(self, c: Conn) -> None:
+        s = c.session
+        while True:
+            c.more = False
+            while s.wants_read:
+                try:
+                    data = c.sock.recv(65536)
+                except BlockingIOError:
+                    break
+                except OSError:             # reset by the client
+                    return self._close(c)
+                if not data:
+                    s.peer_closed()
+                    break
+                delay = s.received(data)
+                if delay is not None:
+                    self.timers.call_later(delay, self._backend_done, c)
+                if not self.edge:           # level-triggered: the kernel will remind us
+                    break
+                c.more = not s.wants_read   # edge: unread bytes stay unannounced
+            self._flush(c)
+            if not (c.more and not c.closed and s.wants_read):
+                return
+
+    def _backend_done(self, c: Conn) -> None:
+        if c.closed:
+            return
+        delay = c.session.backend_done()
+        if delay is not None:
+            self.timers.call_later(delay, self._backend_done, c)
+        self._flush(c)
+        if c.more and not c.closed and c.session.wants_read:
+            self._on_readable(c)
+
+    def _flush(self, c: Conn) -> None:
+        s = c.session
+        while s.out:
+            try:
+                n = c.sock.send(s.out)
+            except BlockingIOError:
+                break
+            except OSError:
+                return self._close(c)
+            del s.out[:n]
+            if not self.edge:               # partial write: wait for WRITE readiness
+                break
+        if s.finished:
+            return self._close(c, drain=s.drain)
+        if not self.edge:
+            want = (READ if s.wants_read else 0) | (WRITE if s.out else 0)
+            if want != c.events:
+                self.modify(c.fd, want)
+                c.events = want
+
+    def _close(self, c: Conn, drain: bool = False) -> None:
+        c.closed = True
+        del self.conns[c.fd]
+        self.unregister(c.fd)
+        close_socket(c.sock, drain)
+
+
+def translate(pairs, IN, OUT, GONE):
+    """Kernel event bits -> (fd, READ|WRITE|CLOSED). Hang-up or error without data: CLOSED."""
+    ready = []
+    for fd, ev in pairs:
+        if ev & GONE and not ev & IN:
+            ready.append((fd, CLOSED))
+        else:
+            ready.append((fd, (READ if ev & (IN | GONE) else 0) | (WRITE if ev & OUT else 0)))
+    return ready
+
+
+_setsize_warned = False
+
+
+def warn_fd_setsize(fd: int) -> None:
+    global _setsize_warned
+    if not _setsize_warned:
+        _setsize_warned = True
+        log.warning("refusing a connection on fd %d: select() can only watch fds below 1024 "
+                    "(FD_SETSIZE); use the poll or epoll model for more connections", fd)

@@ -1,0 +1,93 @@
+"""Per-connection protocol state for the event-loop models, and their timers.
+
+An event loop cannot block in a handler, so the handler becomes data: a ``Session`` takes the
+bytes that arrived, queues the requests, and produces response bytes in order. When a request
+must wait on the (simulated) backend, the session says how long, and the loop sets a timer
+instead of sleeping: that is how one thread keeps thousands of slow requests in flight.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from typing import Optional
+
+MAX_QUEUED = 16              # pipelined requests held per connection before we stop reading
+MAX_OUT = 256 * 1024         # unsent response bytes held before we stop reading (backpressure)
+
+
+class Session:
+    __slots__ = ("app", "parser", "queue", "out", "waiting", "ready", "closing", "drain")
+
+    def __init__(self, app):
+        self.app = app
+        self.parser = app.new_parser()
+        self.queue = deque()      # parsed requests, not yet answered
+        self.out = bytearray()    # response bytes not yet accepted by the kernel
+        self.waiting = False      # a backend timer is running for the request at the head
+        self.ready = False        # ...and it has fired
+        self.closing = False      # answer what is queued, then close
+        self.drain = False        # closing after an error: read leftovers before close
+
+    def received(self, data: bytes) -> Optional[float]:
+        """Take bytes from the socket. Returns a backend delay to wait (seconds), or None."""
+        if not self.closing:
+            self.queue.extend(self.parser.feed(data))
+        return self._advance()
+
+    def backend_done(self) -> Optional[float]:
+        """The timer for the head request fired: answer it (and whatever can follow)."""
+        self.waiting, self.ready = False, True
+        return self._advance()
+
+    def peer_closed(self) -> None:
+        """The client sent EOF: answer what it already asked, then close."""
+        self.closing = True
+
+    def _advance(self) -> Optional[float]:
+        app = self.app
+        while self.queue and not self.waiting:
+            req = self.queue[0]
+            if app.backend_s and not req.error and not self.ready:
+                self.waiting = True
+                return app.backend_s
+            self.queue.popleft()
+            self.ready = False
+            self.out += app.respond(req)
+            if not req.keep_alive:
+                self.closing, self.drain = True, bool(req.error)
+                self.queue.clear()
+        return None
+
+    @property
+    def wants_read(self) -> bool:
+        return not self.closing and len(self.queue) < MAX_QUEUED and len(self.out) < MAX_OUT
+
+    @property
+    def finished(self) -> bool:
+        return self.closing and not self.queue and not self.out and not self.waiting
+
+
+class Timers:
+    """A heap of (deadline, callback): the loop asks how long it may sleep, then runs what is due."""
+
+    def __init__(self):
+        self._heap = []
+        self._seq = itertools.count()     # ties: first scheduled, first run
+
+    def call_later(self, delay: float, fn, *args) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn, args))
+
+    def timeout(self) -> Optional[float]:
+        """Seconds until the next timer (0 if overdue), or None to wait for I/O only."""
+        if not self._heap:
+            return None
+        return max(0.0, self._heap[0][0] - time.monotonic())
+
+    def run_due(self) -> None:
+        now = time.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, fn, args = heapq.heappop(self._heap)
+            fn(*args)

@@ -1,0 +1,109 @@
+"""Forked processes done carefully: every child is reaped, and none outlives the server.
+
+Used by the models that fork (forking, preforked, reuseport) and by the event-loop models when
+``workers > 1`` (N processes, each with its own loop, sharing one listening socket: nginx's
+classic layout).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+
+log = logging.getLogger("netlab.server")
+
+
+try:
+    _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def die_with_parent() -> None:
+    """Linux: ask the kernel to SIGTERM us when our parent dies, so a killed harness or a
+    crashed supervisor cannot leave orphaned servers holding ports. Elsewhere: nothing."""
+    if _prctl is None:
+        return
+    parent = os.getppid()
+    _prctl(1, signal.SIGTERM, 0, 0, 0)               # PR_SET_PDEATHSIG
+    if os.getppid() != parent:                       # parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def fork_child(fn, *args) -> int:
+    """Fork; the child runs ``fn(*args)`` and exits without returning into the parent's code."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        die_with_parent()
+        fn(*args)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        log.exception("worker process %d failed", os.getpid())
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)          # never run the parent's cleanup (finally blocks, atexit) twice
+
+
+def stop_children(pids, timeout: float = 2.0) -> None:
+    """SIGTERM each child, reap it, SIGKILL whoever is still alive after ``timeout``."""
+    pids = set(pids)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pids:
+        for pid in list(pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pids.discard(pid)
+        if pids and time.monotonic() > deadline:
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            deadline = float("inf")
+        if pids:
+            time.sleep(0.01)
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_workers(n: int, target, *args, always_fork: bool = False) -> None:
+    """Run ``target(*args)`` here if n == 1 (unless ``always_fork``), else in n forked workers."""
+    if n == 1 and not always_fork:
+        target(*args)
+    else:
+        supervise({fork_child(target, *args) for _ in range(n)})
+
+
+def supervise(pids: set) -> None:
+    """Wait on the workers; stop and reap them all when we are stopped or one of them dies.
+
+    A worker that dies stops the whole server, loudly, in the log: a half-dead server would
+    make every later measurement lie.
+    """
+    try:
+        while pids:
+            pid, status = os.wait()
+            pids.discard(pid)
+            log.error("worker %d exited (status %d); stopping the server",
+                      pid, os.waitstatus_to_exitcode(status))
+            raise SystemExit(1)
+    finally:
+        stop_children(pids)

@@ -1,0 +1,52 @@
+"""epoll(): one thread watches every connection; the kernel keeps the interest list.
+
+Concurrency: the readiness loop of ``_loop.py`` asks ``epoll_wait()`` which sockets are ready.
+Each fd is registered once (``epoll_ctl``) and the kernel queues fds as they become ready, so a
+wait costs O(ready fds), not O(watched fds). Level-triggered by default (report while ready);
+``edge=True`` reports only changes, so we must read and write until EAGAIN.
+``exclusive=True`` (with workers > 1) wakes one worker per new connection (EPOLLEXCLUSIVE).
+"""
+
+import select
+
+from ._loop import READ, WRITE, EventLoop, translate
+from ._workers import run_workers
+
+_IN = getattr(select, "EPOLLIN", 1)
+_OUT = getattr(select, "EPOLLOUT", 4)
+_GONE = getattr(select, "EPOLLHUP", 16) | getattr(select, "EPOLLERR", 8)
+
+
+class EpollLoop(EventLoop):
+    def __init__(self, listen, app, edge=False, exclusive=False):
+        super().__init__(listen, app)
+        self.edge = edge
+        self.exclusive = exclusive
+        self.ep = select.epoll()
+
+    def _mask(self, fd, events):
+        mask = (_IN if events & READ else 0) | (_OUT if events & WRITE else 0)
+        if fd == self.lfd:
+            return mask | (select.EPOLLEXCLUSIVE if self.exclusive else 0)
+        return mask | (select.EPOLLET if self.edge else 0)
+
+    def register(self, fd, events):
+        self.ep.register(fd, self._mask(fd, events))
+
+    def modify(self, fd, events):
+        self.ep.modify(fd, self._mask(fd, events))
+
+    def unregister(self, fd):
+        self.ep.unregister(fd)
+
+    def wait(self, timeout):
+        # only the ready fds come back: nothing is scanned
+        return translate(self.ep.poll(-1 if timeout is None else timeout, 1024), _IN, _OUT, _GONE)
+
+    def close(self):
+        super().close()
+        self.ep.close()
+
+
+def serve(listen, app, workers=1, edge=False, exclusive=False):
+    run_workers(workers, lambda: EpollLoop(listen, app, edge, exclusive).run())

@@ -1,0 +1,30 @@
+"""Pre-threaded pool: N threads started up front; a mutex lets one at a time call accept().
+
+Concurrency: N threads, each serving one connection at a time. No thread creation per
+connection, but idle threads queue on the accept lock: each connection costs a lock hand-off
+(futex wake-ups, context switches), and N slow clients stall the pool. ``lock=False`` drops the
+mutex and lets the kernel arbitrate accept() itself, for comparison.
+"""
+
+import contextlib
+import threading
+
+from ._blocking import accept, handle_connection
+
+DEFAULT_WORKERS = 8
+
+
+def _worker(listen, app, lock):
+    while True:
+        with lock:
+            conn = accept(listen)
+        handle_connection(conn, app)
+
+
+def serve(listen, app, workers=DEFAULT_WORKERS, lock=True):
+    mutex = threading.Lock() if lock else contextlib.nullcontext()
+    threads = [threading.Thread(target=_worker, args=(listen, app, mutex), daemon=True)
+               for _ in range(workers)]
+    for t in threads:
+        t.start()
+    threading.Event().wait()      # the main thread only waits, until the server is stopped

@@ -1,0 +1,35 @@
+"""SO_REUSEPORT: N worker processes, each with its own listening socket and epoll loop.
+
+Concurrency: N processes x one event loop each, all bound to the same port. The kernel hashes
+each new connection to one of the N sockets, so there is no shared accept queue to fight over:
+no thundering herd, no accept lock, and connections split evenly across cores.
+"""
+
+import os
+import socket
+
+from .epoll import EpollLoop
+from ._workers import fork_child, supervise
+
+
+def _worker(sock, others, app, edge):
+    for s in others:
+        s.close()                # only our own queue: a socket kept open here but never
+    EpollLoop(sock, app, edge).run()   # accepted from would strand the connections hashed to it
+
+
+def _sibling(listen):
+    """Another listening socket on the same address; SO_REUSEPORT joins it to the group."""
+    s = socket.socket(listen.family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(listen.getsockname())
+    s.listen(4096)
+    return s
+
+
+def serve(listen, app, workers=os.cpu_count() or 2, edge=False):
+    socks = [listen] + [_sibling(listen) for _ in range(workers - 1)]
+    pids = {fork_child(_worker, s, [o for o in socks if o is not s], app, edge) for s in socks}
+    for s in socks[1:]:
+        s.close()                # the parent only supervises (the runner closes `listen`)
+    supervise(pids)

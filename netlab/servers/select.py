@@ -1,0 +1,46 @@
+"""select(): one thread watches every connection; each call hands the kernel all watched fds.
+
+Concurrency: a readiness loop (see ``_loop.py``) asks ``select()`` which sockets are ready.
+Its cost: the three fd bitmaps are rebuilt and copied into the kernel on every call, the
+kernel checks every fd in them, and we scan the result: O(watched fds) per call, however few
+are ready. And an fd_set has FD_SETSIZE = 1024 bits, so fds >= 1024 cannot be watched at all.
+"""
+
+import select
+
+from ._loop import READ, WRITE, EventLoop
+from ._workers import run_workers
+
+FD_SETSIZE = 1024
+
+
+class SelectLoop(EventLoop):
+    fd_limit = FD_SETSIZE
+
+    def __init__(self, listen, app):
+        super().__init__(listen, app)
+        self.readers, self.writers = set(), set()
+
+    def register(self, fd, events):
+        if events & READ:
+            self.readers.add(fd)
+        if events & WRITE:
+            self.writers.add(fd)
+
+    def modify(self, fd, events):
+        self.unregister(fd)
+        self.register(fd, events)
+
+    def unregister(self, fd):
+        self.readers.discard(fd)
+        self.writers.discard(fd)
+
+    def wait(self, timeout):
+        # the whole interest set goes to the kernel on every call...
+        r, w, _ = select.select(self.readers, self.writers, (), timeout)
+        # ...and comes back as lists we then walk
+        return [(fd, READ) for fd in r] + [(fd, WRITE) for fd in w]
+
+
+def serve(listen, app, workers=1):
+    run_workers(workers, lambda: SelectLoop(listen, app).run())

@@ -1,0 +1,100 @@
+"""What a request costs, and the application every model serves.
+
+Three knobs make a trivial handler resemble real work, which is where server models differ:
+
+- ``backend_ms``: time each request waits on a simulated backend (a database, another service).
+  Blocking models sleep in the handler; event-loop models set a timer and keep serving others.
+- ``cpu_us``: busy CPU work per request, done while holding the GIL like real Python code.
+- ``body_bytes``: size of the body of ``GET /`` (default: a short greeting).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from . import http
+
+
+@dataclass(frozen=True)
+class Workload:
+    backend_ms: float = 0.0
+    cpu_us: float = 0.0
+    body_bytes: Optional[int] = None
+
+    def __post_init__(self):
+        if self.backend_ms < 0 or self.cpu_us < 0:
+            raise ValueError("backend_ms and cpu_us must be zero or positive")
+        if self.body_bytes is not None and not 0 <= self.body_bytes <= http.MAX_BYTES_ROUTE:
+            raise ValueError(f"body_bytes must be between 0 and {http.MAX_BYTES_ROUTE}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_iterations_per_us: Optional[float] = None
+
+
+def _spin(n: int) -> int:
+    x = 1
+    for _ in range(n):
+        x = (x * 31 + 7) % 1000003
+    return x
+
+
+def burn_cpu(us: float) -> None:
+    """Do about ``us`` microseconds of pure-Python work (calibrated once per process).
+
+    A calibrated loop rather than a spin on the clock: it is real work, so it slows down when
+    the process is starved of CPU or of the GIL, exactly as a real handler would.
+    """
+    global _iterations_per_us
+    if us <= 0:
+        return
+    if _iterations_per_us is None:
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.thread_time()
+            _spin(20_000)
+            best = min(best, time.thread_time() - t0)
+        _iterations_per_us = 20_000 / max(best * 1e6, 1.0)
+    _spin(int(us * _iterations_per_us))
+
+
+class App:
+    """Turns a parsed request into response bytes. Shared by every server model.
+
+    ``backend_s`` is not applied here: how a model waits (sleep or timer) is the lesson.
+    """
+
+    def __init__(self, workload: Workload = Workload()):
+        self.workload = workload
+        self.backend_s = workload.backend_ms / 1000.0
+        body = http.HELLO if workload.body_bytes is None else b"x" * workload.body_bytes
+        # the common answers, built once: per-request work here is not part of any lesson
+        self._root = {True: http.response(200, body, True), False: http.response(200, body, False)}
+        self._root_head = {k: http.response(200, body, k, head_only=True) for k in (True, False)}
+
+    def new_parser(self) -> http.RequestParser:
+        return http.RequestParser()
+
+    def respond(self, req: http.Request) -> bytes:
+        """The full response to one request (does the request's CPU work first)."""
+        if req.error:
+            return http.error_response(req)
+        if self.workload.cpu_us:
+            burn_cpu(self.workload.cpu_us)
+        ka = req.keep_alive
+        if req.method not in ("GET", "HEAD"):
+            return http.response(405, b"only GET and HEAD\n", ka, extra="Allow: GET, HEAD\r\n")
+        head = req.method == "HEAD"
+        path = req.target.split("?", 1)[0]
+        if path == "/":
+            return self._root_head[ka] if head else self._root[ka]
+        if path.startswith("/bytes/"):
+            n = path[7:]
+            if not (n.isascii() and n.isdigit()) or int(n) > http.MAX_BYTES_ROUTE:
+                return http.response(400, b"use /bytes/N with 0 <= N <= 16777216\n", ka)
+            return http.response(200, b"x" * int(n), ka, head_only=head)
+        return http.response(404, b"try / or /bytes/N\n", ka, head_only=head)
