@@ -10,6 +10,7 @@ Three knobs make a trivial handler resemble real work, which is where server mod
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -24,8 +25,9 @@ class Workload:
     body_bytes: Optional[int] = None
 
     def __post_init__(self):
-        if self.backend_ms < 0 or self.cpu_us < 0:
-            raise ValueError("backend_ms and cpu_us must be zero or positive")
+        # isfinite too: NaN passes "< 0" and then crashes the handler (int(nan)) or sleep()
+        if not all(math.isfinite(v) and v >= 0 for v in (self.backend_ms, self.cpu_us)):
+            raise ValueError("backend_ms and cpu_us must be zero or positive (and finite)")
         if self.body_bytes is not None and not 0 <= self.body_bytes <= http.MAX_BYTES_ROUTE:
             raise ValueError(f"body_bytes must be between 0 and {http.MAX_BYTES_ROUTE}")
 
@@ -94,7 +96,11 @@ class App:
             return self._root_head[ka] if head else self._root[ka]
         if path.startswith("/bytes/"):
             n = path[7:]
-            if not (n.isascii() and n.isdigit()) or int(n) > http.MAX_BYTES_ROUTE:
-                return http.response(400, b"use /bytes/N with 0 <= N <= 16777216\n", ka)
-            return http.response(200, b"x" * int(n), ka, head_only=head)
+            digits = n.lstrip("0")      # int() raises beyond 4300 digits: check the length first
+            if (not (n.isascii() and n.isdigit()) or len(digits) > len(str(http.MAX_BYTES_ROUTE))
+                    or int(digits or "0") > http.MAX_BYTES_ROUTE):
+                # head_only for HEAD too: a body after a HEAD answer desyncs a keep-alive client
+                return http.response(400, b"use /bytes/N with 0 <= N <= 16777216\n", ka,
+                                     head_only=head)
+            return http.response(200, b"x" * int(digits or "0"), ka, head_only=head)
         return http.response(404, b"try / or /bytes/N\n", ka, head_only=head)

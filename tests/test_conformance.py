@@ -1,0 +1,212 @@
+"""One black-box suite for every server model: same protocol, same promises, same cleanup."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+import netlab
+from netlab.lifecycle import _proc_group
+from conftest import connect, get, open_fds, port_listening, read_response, zombies_of
+
+CASES = [(m.name, {}) for m in netlab.models()] + [
+    ("epoll", {"edge": True}),
+    ("epoll", {"workers": 2, "exclusive": True}),
+    ("poll", {"workers": 2}),
+    ("prethreaded", {"lock": False}),
+    ("reuseport", {"workers": 2, "edge": True}),
+]
+EVENT_LOOPS = {"select", "poll", "epoll", "reactor", "asyncio", "reuseport"}
+
+
+def _id(case):
+    name, opts = case
+    return name + "".join(f"-{k}={v}" for k, v in opts.items())
+
+
+def _start(name, **kw):
+    model = netlab.model(name)
+    if not model.available:
+        pytest.skip(model.reason)
+    return netlab.serve(name, **kw)
+
+
+@pytest.fixture(params=CASES, ids=[_id(c) for c in CASES])
+def case(request):
+    return request.param
+
+
+@pytest.fixture
+def srv(case):
+    name, opts = case
+    with _start(name, **opts) as s:
+        yield s
+
+
+def test_200_concurrent_clients_get_correct_bodies(srv):
+    n = 200
+    barrier = threading.Barrier(n, timeout=20)
+
+    def one(i):
+        path = "/" if i % 2 else f"/bytes/{i * 37}"
+        with connect(srv.port, timeout=30) as s:
+            barrier.wait()                  # all 200 connected before anyone asks
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            with s.makefile("rb") as f:
+                return i, read_response(f)
+
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(one, range(n)))
+    for i, (status, headers, body) in results:
+        assert status == 200
+        assert body == (b"Hello from netlab!\n" if i % 2 else b"x" * (i * 37))
+
+
+def test_pipelined_requests_answered_in_order(srv):
+    with connect(srv.port) as s:
+        s.sendall(b"GET /bytes/3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET /bytes/5 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        with s.makefile("rb") as f:
+            assert read_response(f)[2] == b"xxx"
+            assert read_response(f)[2] == b"xxxxx"
+            status, headers, body = read_response(f)
+            assert body == b"Hello from netlab!\n" and headers["connection"] == "close"
+            assert f.read() == b""          # and then the server closed
+
+
+def test_keepalive_connection_serves_many_requests(srv):
+    with connect(srv.port) as s, s.makefile("rb") as f:
+        for i in range(20):
+            s.sendall(f"GET /bytes/{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            status, headers, body = read_response(f)
+            assert (status, len(body), headers["connection"]) == (200, i, "keep-alive")
+
+
+def test_stalled_client_does_not_block_others(srv, case):
+    stalled = connect(srv.port)
+    stalled.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")     # half a request, then silence
+    time.sleep(0.2)                                          # the server has taken it first
+    try:
+        if case[0] == "iterative":
+            # the lesson of attempt 1: one slow client stalls everyone behind it
+            with pytest.raises(socket.timeout):
+                get(srv.port, timeout=1.0)
+        else:
+            assert get(srv.port, timeout=1.0)[0] == 200
+    finally:
+        stalled.close()
+    assert get(srv.port)[0] == 200
+
+
+@pytest.mark.parametrize("raw,status", [
+    (b"BLAH\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 9000, 431),
+    (b"DELETE / HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
+])
+def test_bad_input_is_answered_and_the_server_keeps_serving(srv, raw, status):
+    assert get(srv.port, raw=raw)[0] == status
+    assert get(srv.port)[0] == 200
+
+
+def test_client_reset_mid_request_does_not_take_the_server_down(srv):
+    for _ in range(5):
+        s = connect(srv.port)
+        s.sendall(b"GET /bytes/100000 HTTP/1.1\r\nHost: t\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()                                           # RST instead of FIN
+    s = connect(srv.port)                                   # reset while the reply is in flight
+    s.sendall(b"GET /bytes/4000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    assert get(srv.port)[0] == 200
+    assert srv.alive
+
+
+def test_large_response_survives_partial_writes(srv):
+    n = 3_000_000                   # far more than a socket buffer: the server must resume writes
+    with connect(srv.port) as s:
+        s.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\n\r\n".encode())
+        time.sleep(0.3)             # a slow reader: let the server hit a full socket buffer
+        with s.makefile("rb") as f:
+            assert read_response(f)[2] == b"x" * n
+            assert read_response(f)[2] == b"Hello from netlab!\n"
+
+
+def test_backend_wait_overlaps_except_in_the_iterative_model(case):
+    """8 clients each wait 300 ms on the backend: serial takes >= 2.4 s, concurrent far less."""
+    name, opts = case
+    with _start(name, backend_ms=300, **opts) as s:
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: get(s.port, timeout=10)[0], range(8)))
+        took = time.monotonic() - t0
+    assert statuses == [200] * 8
+    if name == "iterative":
+        assert took >= 2.4
+    else:
+        assert took < 1.6, f"{name}: 8 x 300 ms backend waits took {took:.2f} s"
+
+
+def test_stop_leaves_nothing_behind(case):
+    name, opts = case
+    before = open_fds()
+    with _start(name, **opts) as s:
+        for _ in range(3):
+            assert get(s.port)[0] == 200
+        pid, port = s.pid, s.port
+        assert _proc_group(pid)
+    assert not _proc_group(pid)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not port_listening(port)
+    assert open_fds() == before
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_LOOPS - {"select"}))
+def test_event_loops_hold_thousands_of_connections(name):
+    with _start(name) as s:
+        idle = [connect(s.port) for _ in range(1500)]
+        try:
+            time.sleep(0.2)
+            assert get(s.port)[0] == 200
+            idle[0].sendall(b"GET /bytes/7 HTTP/1.1\r\nHost: t\r\n\r\n")
+            with idle[0].makefile("rb") as f:
+                assert read_response(f)[2] == b"x" * 7
+        finally:
+            for c in idle:
+                c.close()
+
+
+def test_select_refuses_fds_beyond_fd_setsize_but_keeps_serving():
+    with _start("select") as s:
+        idle = [connect(s.port) for _ in range(1100)]
+        try:
+            idle[-1].settimeout(5)
+            try:                                    # fd >= 1024 in the server: closed at once
+                assert idle[-1].recv(100) == b""
+            except ConnectionResetError:
+                pass
+        finally:
+            for c in idle:
+                c.close()
+        assert get(s.port)[0] == 200
+        assert "FD_SETSIZE" in s.log()
+
+
+def test_forking_leaves_no_zombies_after_500_connections():
+    with _start("forking") as s:
+        with ThreadPoolExecutor(16) as pool:
+            assert all(st == 200 for st in pool.map(lambda _: get(s.port)[0], range(500)))
+        deadline = time.monotonic() + 5
+        while zombies_of(s.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert zombies_of(s.pid) == []
+        assert psutil.Process(s.pid).children() == []
