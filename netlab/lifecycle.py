@@ -46,6 +46,7 @@ class ServerError(NetlabError):
 
 def open_listener(host: str, port: int, reuseport: bool = False) -> socket.socket:
     """Bind and listen; a port in use or a bad address becomes one sentence."""
+    _check_port(port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -65,6 +66,11 @@ def open_listener(host: str, port: int, reuseport: bool = False) -> socket.socke
                               "root; pick a port above 1024 or port 0") from None
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     return sock
+
+
+def _check_port(port) -> None:
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ServerError(f"port must be a whole number from 0 to 65535, not {port!r}")
 
 
 def url_of(host: str, port: int) -> str:
@@ -188,8 +194,7 @@ class Server:
             workload = Workload(backend_ms, cpu_us, body_bytes)
         except (ValueError, TypeError) as e:
             raise ServerError(str(e)) from None
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ServerError(f"port must be a whole number from 0 to 65535, not {port!r}")
+        _check_port(port)
         self.host, self.options, self.workload = host, options, workload
         self.port: Optional[int] = None
         self.url: Optional[str] = None
@@ -284,6 +289,9 @@ class Server:
             _kill_group(proc, signal.SIGKILL)
             proc.wait()
         leftover = self._wait_group_gone(timeout) if POSIX else []
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe and not pipe.closed:
+                pipe.close()
         self._final_log = self.log()
         self._log.close()
         self._finalizer.detach()
