@@ -163,7 +163,7 @@ def parse_head(head: bytes) -> Request:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     if "transfer-encoding" in headers:
         return _bad(501, "Transfer-Encoding is not supported")
-    conn = headers.get("connection", "").lower()
+    conn = {t.strip() for t in headers.get("connection", "").lower().split(",")}
     if version == b"HTTP/1.1":
         keep_alive = "close" not in conn
     else:                       # HTTP/1.0 closes unless asked (ab -k asks)

@@ -28,8 +28,9 @@ class Workload:
         # isfinite too: NaN passes "< 0" and then crashes the handler (int(nan)) or sleep()
         if not all(math.isfinite(v) and v >= 0 for v in (self.backend_ms, self.cpu_us)):
             raise ValueError("backend_ms and cpu_us must be zero or positive (and finite)")
-        if self.body_bytes is not None and not 0 <= self.body_bytes <= http.MAX_BYTES_ROUTE:
-            raise ValueError(f"body_bytes must be between 0 and {http.MAX_BYTES_ROUTE}")
+        if self.body_bytes is not None and not (isinstance(self.body_bytes, int) and
+                                                0 <= self.body_bytes <= http.MAX_BYTES_ROUTE):
+            raise ValueError(f"body_bytes must be a whole number from 0 to {http.MAX_BYTES_ROUTE}")
 
     def as_dict(self) -> dict:
         return asdict(self)

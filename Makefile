@@ -1,0 +1,47 @@
+# Two commands: `make lab` (set up, open the notebooks) and `make test` (set up, run every test).
+# Everything lands in .venv; nothing is installed outside this folder.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.netlab-installed
+# as root (containers, CI) Jupyter refuses to start without --allow-root
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+LAB_ARGS ?=
+# notebooks under nbval: quick sizes, and no cell may hang the run
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
+
+.PHONY: lab test setup unit nbtest notebooks clean
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+test: setup
+	NETLAB_QUICK=1 $(PY) -m pytest tests notebooks $(NBVAL)
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else "netlab needs Python 3.9 or later; set PYTHON=python3.X")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+unit: setup
+	$(PY) -m pytest tests
+
+nbtest: setup
+	NETLAB_QUICK=1 $(PY) -m pytest notebooks $(NBVAL)
+
+# re-run every notebook in place so the committed outputs come from a real run (class mode)
+notebooks: setup
+	for nb in notebooks/[0-9]*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	done
+	$(PY) tools/clean_notebooks.py notebooks/[0-9]*.ipynb
+
+clean:
+	rm -rf $(VENV) .pytest_cache netlab.egg-info

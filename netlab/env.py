@@ -1,0 +1,123 @@
+"""What machine is this, and what can netlab do on it?
+
+Every result netlab records carries ``machine()``; every notebook starts with ``setup()``, so a
+student knows in one cell whether their laptop can run each experiment, and what to do if not.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import sys
+
+from . import __version__
+from .servers import FEATURES, MODELS
+
+QUICK_ENV = "NETLAB_QUICK"
+
+# optional peers and tools: name -> (what netlab uses it for, how to get it on Debian/Ubuntu)
+TOOLS = {
+    "wrk": ("a C load generator, to calibrate netlab's own", "apt-get install wrk"),
+    "ab": ("ApacheBench, a second load generator", "apt-get install apache2-utils"),
+    "nginx": ("a production event-loop server to compare with", "apt-get install nginx"),
+    "node": ("the Node.js hello-world server from the course notes", "apt-get install nodejs"),
+    "java": ("the Java NIO selector server from the course notes", "apt-get install default-jdk"),
+    "strace": ("system-call profiles of each model", "apt-get install strace"),
+}
+
+
+def quick_mode() -> bool:
+    """True when NETLAB_QUICK is set (``make test`` sets it): experiments use small sizes."""
+    return os.environ.get(QUICK_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def _read(path: str):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def fd_limit():
+    """(soft, hard) limit on open files for this process, or None where unknown."""
+    try:
+        import resource
+        return resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):
+        return None
+
+
+def machine() -> dict:
+    """The facts a measurement depends on, recorded with every result."""
+    import psutil
+    limit = fd_limit()
+    return {
+        "netlab": __version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": platform.system(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "fd_limit": limit[0] if limit else None,
+        "somaxconn": _read("/proc/sys/net/core/somaxconn"),
+        "quick_mode": quick_mode(),
+    }
+
+
+def checks():
+    """A DataFrame of what matters for the experiments, each with what to do if it is short."""
+    import pandas as pd
+    m = machine()
+    limit = m["fd_limit"]
+    rows = [
+        ("Python", m["python"], sys.version_info >= (3, 9), "netlab needs Python 3.9 or later"),
+        ("platform", f"{m['system']} {m['kernel']}", m["system"] == "Linux",
+         "epoll, fork and SO_REUSEPORT are Linux features; some models are unavailable here"),
+        ("CPU cores", m["cpus"], (m["cpus"] or 1) >= 2,
+         "with one core, the load generator and the server compete for it"),
+        ("open files limit (ulimit -n)", limit, limit is None or limit >= 4096,
+         "C10K experiments need ~2 fds per connection: raise it with `ulimit -n 20000`"),
+        ("listen backlog cap (somaxconn)", m["somaxconn"],
+         m["somaxconn"] is None or int(m["somaxconn"]) >= 1024,
+         "bursts of connections overflow a small backlog: sysctl net.core.somaxconn=4096"),
+    ]
+    for name, (ok, why) in FEATURES.items():
+        rows.append((f"feature: {name}", "yes" if ok else "no", ok, "" if ok else why))
+    df = pd.DataFrame(rows, columns=["check", "value", "ok", "if not ok"])
+    df.loc[df["ok"], "if not ok"] = ""
+    return df
+
+
+def tools():
+    """Optional tools: present or not, what netlab uses them for, how to install them."""
+    import pandas as pd
+    rows = []
+    for name, (use, install) in TOOLS.items():
+        path = shutil.which(name)
+        rows.append((name, path is not None, use, "" if path else install))
+    return pd.DataFrame(rows, columns=["tool", "installed", "used for", "to install"])
+
+
+def models_table():
+    """The server models in course order, with availability and the reason when unavailable."""
+    import pandas as pd
+    return pd.DataFrame([(m.name, m.available, m.summary, m.reason) for m in MODELS],
+                        columns=["model", "available", "how it gets concurrency", "why not"])
+
+
+def setup() -> dict:
+    """The first call of every notebook: one line on the machine and the mode, then go."""
+    m = machine()
+    mode = "quick (small sizes, for CI)" if m["quick_mode"] else "class (full sizes)"
+    print(f"netlab {m['netlab']} · Python {m['python']} · {m['system']} {m['kernel']} · "
+          f"{m['cpus']} cores · {m['memory_gib']} GiB · fd limit {m['fd_limit']} · mode: {mode}")
+    missing = [mod.name for mod in MODELS if not mod.available]
+    if missing:
+        print(f"unavailable here: {', '.join(missing)} (see netlab.env.models_table() for why)")
+    return m
