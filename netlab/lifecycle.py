@@ -14,6 +14,7 @@ the server process by value (cloudpickle), so functions defined in a notebook ce
 from __future__ import annotations
 
 import errno
+import faulthandler
 import logging
 import os
 import pickle
@@ -93,6 +94,8 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
         model.check(spec.get("workers"), options)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_on_signal)
+    if hasattr(signal, "SIGUSR1"):      # `kill -USR1 PID` prints where a stuck server is
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     listen = open_listener(spec["host"], spec["port"], reuseport=bool(model and model.reuseport))
     try:
         app = App(workload)

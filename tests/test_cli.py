@@ -59,7 +59,15 @@ def cli_server(request):
 
 
 def _stopped_cleanly(p, port):
-    assert p.wait(timeout=10) == 0
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:       # show where it is stuck (faulthandler on SIGUSR1)
+        os.kill(p.pid, signal.SIGUSR1)
+        time.sleep(0.5)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        pytest.fail(f"the server did not stop within 10 s; its stacks:\n{p.stderr.read()}")
+    assert p.returncode == 0
     deadline = time.monotonic() + 5
     while _proc_group(p.pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -34,11 +34,22 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def fork_child(fn, *args) -> int:
-    """Fork; the child runs ``fn(*args)`` and exits without returning into the parent's code."""
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def fork_child(fn, *args, into: set) -> int:
+    """Fork; the child runs ``fn(*args)`` and exits without returning into the parent's code.
+
+    The child's pid is added to ``into`` with SIGTERM/SIGINT held, so a stop request arriving
+    mid-fork cannot leave a child that the parent does not know about (and so never stops).
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     pid = os.fork()
     if pid:
+        into.add(pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return pid
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     code = 0
     try:
         die_with_parent()
@@ -89,7 +100,19 @@ def run_workers(n: int, target, *args, always_fork: bool = False) -> None:
     if n == 1 and not always_fork:
         target(*args)
     else:
-        supervise({fork_child(target, *args) for _ in range(n)})
+        supervise(fork_all([(target, args)] * n))
+
+
+def fork_all(calls) -> set:
+    """Fork one child per ``(fn, args)``; if we are stopped halfway, stop those already forked."""
+    pids = set()
+    try:
+        for fn, args in calls:
+            fork_child(fn, *args, into=pids)
+    except BaseException:
+        stop_children(pids)
+        raise
+    return pids
 
 
 def supervise(pids: set) -> None:

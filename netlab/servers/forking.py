@@ -6,17 +6,17 @@ and scheduler work; the parent must also reap every child or they pile up as zom
 """
 
 import os
-import signal
+import socket
 
 from ._blocking import accept, handle_connection
 from ._workers import fork_child, stop_children
 
-children = set()
+REAP_EVERY = 0.2     # seconds: how often an idle parent wakes up to collect exited children
 
 
-def _reap(signum=None, frame=None):
-    """SIGCHLD: collect every child that has exited (several may share one signal)."""
-    while True:
+def _reap(children):
+    """Collect every child that has exited; an exited child not waited for stays a zombie."""
+    while children:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -32,12 +32,18 @@ def _child(listen, conn, app):
 
 
 def serve(listen, app):
-    signal.signal(signal.SIGCHLD, _reap)
+    children = set()
+    # Reaping from the accept loop rather than in a SIGCHLD handler keeps the bookkeeping in
+    # one thread of control: no handler runs between fork() and recording the child.
+    listen.settimeout(REAP_EVERY)
     try:
         while True:
-            conn = accept(listen)
-            children.add(fork_child(_child, listen, conn, app))
+            _reap(children)
+            try:
+                conn = accept(listen)
+            except socket.timeout:
+                continue
+            fork_child(_child, listen, conn, app, into=children)
             conn.close()           # the child has its own copy of the connection
     finally:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         stop_children(children)

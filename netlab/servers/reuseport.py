@@ -9,7 +9,7 @@ import os
 import socket
 
 from .epoll import EpollLoop
-from ._workers import fork_child, supervise
+from ._workers import fork_all, supervise
 
 
 def _worker(sock, others, app, edge):
@@ -29,7 +29,10 @@ def _sibling(listen):
 
 def serve(listen, app, workers=os.cpu_count() or 2, edge=False):
     socks = [listen] + [_sibling(listen) for _ in range(workers - 1)]
-    pids = {fork_child(_worker, s, [o for o in socks if o is not s], app, edge) for s in socks}
-    for s in socks[1:]:
-        s.close()                # the parent only supervises (the runner closes `listen`)
+    try:
+        pids = fork_all([(_worker, (s, [o for o in socks if o is not s], app, edge))
+                         for s in socks])
+    finally:
+        for s in socks[1:]:
+            s.close()            # the parent only supervises (the runner closes `listen`)
     supervise(pids)
