@@ -178,3 +178,27 @@ def test_models_registry_lists_eleven_in_course_order():
                      "poll", "epoll", "reactor", "asyncio", "reuseport"]
     if sys.platform.startswith("linux"):
         assert all(m.available and m.reason == "" for m in netlab.models())
+
+
+def test_data_reference_table_has_its_source_and_the_tlpi_shape():
+    import pandas as pd
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "data" / "tlpi-table-63-9.csv"
+    assert "The Linux Programming Interface" in path.read_text()
+    df = pd.read_csv(path, comment="#")
+    assert list(df.fds) == [10, 100, 1000, 10000]
+    assert df.poll_s.is_monotonic_increasing and df.epoll_s.max() < 1
+
+
+def test_an_unavailable_model_is_listed_with_its_reason_and_refused(monkeypatch):
+    """What macOS sees: no epoll. The model is listed, marked, and refused with the reason."""
+    from netlab import servers
+    monkeypatch.setitem(servers.FEATURES, "epoll", (False, "needs epoll, which is Linux-only"))
+    epoll = netlab.model("epoll")
+    assert not epoll.available and "Linux-only" in epoll.reason
+    assert "epoll" in [m.name for m in netlab.models()]
+    assert "epoll" not in [m.name for m in netlab.models(available_only=True)]
+    with pytest.raises(netlab.NetlabError, match="not available here: needs epoll"):
+        netlab.serve("epoll")
+    table = netlab.env.models_table()
+    assert table.set_index("model").loc["epoll", "why not"].startswith("needs epoll")
