@@ -61,6 +61,21 @@ def get(port: int, path: str = "/", timeout: float = 5.0, raw: bytes = None) -> 
             return read_response(f)
 
 
+def parse_response(raw: bytes) -> tuple:
+    """One response's bytes -> (status, headers with lower-case names, body)."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    assert sep, f"no blank line ending the response head: {raw[:200]!r}"
+    lines = head.decode("ascii").split("\r\n")
+    version, status, _reason = lines[0].split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        assert colon, f"bad response header line {line!r}"
+        headers[name.strip().lower()] = value.strip()
+    return int(status), headers, body
+
+
 def port_listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -13,23 +13,10 @@ import pytest
 from netlab import http
 from netlab.http import MAX_BODY, MAX_HEAD, Request, RequestParser
 
+from conftest import parse_response
+
 
 # ---------------------------------------------------------------- helpers
-
-def parse_response(raw: bytes) -> tuple:
-    """One response's bytes -> (status, headers with lower-case names, body)."""
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    assert sep, f"no blank line ending the response head: {raw[:200]!r}"
-    lines = head.decode("ascii").split("\r\n")
-    version, status, _reason = lines[0].split(" ", 2)
-    assert version == "HTTP/1.1"
-    headers = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        assert colon, f"bad response header line {line!r}"
-        headers[name.strip().lower()] = value.strip()
-    return int(status), headers, body
-
 
 def feed_all(chunks, parser=None) -> list:
     parser = parser or RequestParser()
