@@ -102,6 +102,20 @@ class EventLoop:
             self.register(c.fd, (READ | WRITE) if self.edge else READ)
 
     def _on_readable(self, c: Conn) -> None:
+        if self.edge:
+            return self._on_readable_edge(c)
+        try:                                # level-triggered: one read; if more is waiting,
+            data = c.sock.recv(65536)       # the next wait() reports this socket again
+        except BlockingIOError:
+            return
+        except OSError:                     # reset by the client
+            return self._close(c)
+        self._received(c, data)
+        self._flush(c)
+
+    def _on_readable_edge(self, c: Conn) -> None:
+        """Edge-triggered: the kernel reported a change once, so read until EAGAIN; if we
+        stop early (backpressure), remember it, because no new event will come for those bytes."""
         s = c.session
         while True:
             c.more = False
@@ -110,20 +124,23 @@ class EventLoop:
                     data = c.sock.recv(65536)
                 except BlockingIOError:
                     break
-                except OSError:             # reset by the client
+                except OSError:
                     return self._close(c)
+                self._received(c, data)
                 if not data:
-                    s.peer_closed()
                     break
-                delay = s.received(data)
-                if delay is not None:
-                    self.timers.call_later(delay, self._backend_done, c)
-                if not self.edge:           # level-triggered: the kernel will remind us
-                    break
-                c.more = not s.wants_read   # edge: unread bytes stay unannounced
+                c.more = not s.wants_read
             self._flush(c)
             if not (c.more and not c.closed and s.wants_read):
                 return
+
+    def _received(self, c: Conn, data: bytes) -> None:
+        if not data:                        # EOF: answer what was asked, then close
+            c.session.peer_closed()
+            return
+        delay = c.session.received(data)
+        if delay is not None:
+            self.timers.call_later(delay, self._backend_done, c)
 
     def _backend_done(self, c: Conn) -> None:
         if c.closed:
@@ -133,7 +150,7 @@ class EventLoop:
             self.timers.call_later(delay, self._backend_done, c)
         self._flush(c)
         if c.more and not c.closed and c.session.wants_read:
-            self._on_readable(c)
+            self._on_readable_edge(c)
 
     def _flush(self, c: Conn) -> None:
         s = c.session
@@ -147,7 +164,7 @@ class EventLoop:
             del s.out[:n]
             if not self.edge:               # partial write: wait for WRITE readiness
                 break
-        if s.finished:
+        if s.closing and s.finished:
             return self._close(c, drain=s.drain)
         if not self.edge:
             want = (READ if s.wants_read else 0) | (WRITE if s.out else 0)
