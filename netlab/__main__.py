@@ -77,10 +77,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one sentence (and where to look), not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"netlab: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m netlab",
-                                description="Classic network server models and their measurement.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p = _Parser(prog="python -m netlab",
+                description="Classic network server models and their measurement.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     m = sub.add_parser("models", help="list the server models and whether they run here")
     m.add_argument("--json", action="store_true", help="machine-readable output")

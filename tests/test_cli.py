@@ -95,6 +95,9 @@ def test_serve_prints_the_listening_line_and_stops_cleanly(cli_server, model, ex
     (["serve", "epoll", "-o", "noequals"], "KEY=VALUE"),
     (["serve", "epoll", "--port", "99999"], "port must be"),
     (["serve", "epoll", "--host", "no.such.host.invalid"], "cannot listen"),
+    (["serve", "epoll", "--port", "abc"], "invalid int value"),
+    (["serve"], "required: model"),
+    (["frobnicate"], "invalid choice"),
 ])
 def test_bad_arguments_give_one_sentence_and_nonzero_exit(args, message):
     out = run(*args)

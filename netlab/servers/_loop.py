@@ -17,7 +17,10 @@ from ._session import Session, Timers
 
 log = logging.getLogger("netlab.server")
 
-READ, WRITE, CLOSED = 1, 2, 4      # what wait() reports; CLOSED = error or hang-up
+# Event bits: poll()'s values, which epoll shares (EPOLLIN == POLLIN == 1, ...), so the kernel's
+# answer needs no translation; select() builds the same bits itself.
+READ, WRITE, ERROR, HANGUP, INVALID = 1, 4, 8, 16, 32
+GONE = ERROR | HANGUP | INVALID
 ACCEPT_BURST = 64                  # accepts per wake-up, so a flood cannot starve clients
 
 
@@ -46,7 +49,7 @@ class EventLoop:
     def register(self, fd: int, events: int) -> None: raise NotImplementedError
     def modify(self, fd: int, events: int) -> None: raise NotImplementedError
     def unregister(self, fd: int) -> None: raise NotImplementedError
-    def wait(self, timeout):  # -> list of (fd, READ|WRITE|CLOSED bits)
+    def wait(self, timeout):  # -> list of (fd, READ|WRITE|GONE bits)
         raise NotImplementedError
 
     def close(self) -> None:
@@ -66,11 +69,11 @@ class EventLoop:
                     c = self.conns.get(fd)
                     if c is None:
                         continue
-                    if mask & CLOSED:
+                    if mask & READ:                 # data, EOF, or a reset to discover
+                        self._on_readable(c)
+                    elif mask & GONE:               # gone, with nothing left to read
                         self._close(c)
                         continue
-                    if mask & READ:
-                        self._on_readable(c)
                     if mask & WRITE and not c.closed:
                         self._flush(c)
                 self.timers.run_due()
@@ -177,17 +180,6 @@ class EventLoop:
         del self.conns[c.fd]
         self.unregister(c.fd)
         close_socket(c.sock, drain)
-
-
-def translate(pairs, IN, OUT, GONE):
-    """Kernel event bits -> (fd, READ|WRITE|CLOSED). Hang-up or error without data: CLOSED."""
-    ready = []
-    for fd, ev in pairs:
-        if ev & GONE and not ev & IN:
-            ready.append((fd, CLOSED))
-        else:
-            ready.append((fd, (READ if ev & (IN | GONE) else 0) | (WRITE if ev & OUT else 0)))
-    return ready
 
 
 _setsize_warned = False

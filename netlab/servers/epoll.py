@@ -9,12 +9,8 @@ wait costs O(ready fds), not O(watched fds). Level-triggered by default (report 
 
 import select
 
-from ._loop import READ, WRITE, EventLoop, translate
+from ._loop import EventLoop
 from ._workers import run_workers
-
-_IN = getattr(select, "EPOLLIN", 1)
-_OUT = getattr(select, "EPOLLOUT", 4)
-_GONE = getattr(select, "EPOLLHUP", 16) | getattr(select, "EPOLLERR", 8)
 
 
 class EpollLoop(EventLoop):
@@ -24,11 +20,10 @@ class EpollLoop(EventLoop):
         self.exclusive = exclusive
         self.ep = select.epoll()
 
-    def _mask(self, fd, events):
-        mask = (_IN if events & READ else 0) | (_OUT if events & WRITE else 0)
+    def _mask(self, fd, events):     # READ/WRITE are EPOLLIN/EPOLLOUT already
         if fd == self.lfd:
-            return mask | (select.EPOLLEXCLUSIVE if self.exclusive else 0)
-        return mask | (select.EPOLLET if self.edge else 0)
+            return events | (select.EPOLLEXCLUSIVE if self.exclusive else 0)
+        return events | (select.EPOLLET if self.edge else 0)
 
     def register(self, fd, events):
         self.ep.register(fd, self._mask(fd, events))
@@ -41,7 +36,7 @@ class EpollLoop(EventLoop):
 
     def wait(self, timeout):
         # only the ready fds come back: nothing is scanned
-        return translate(self.ep.poll(-1 if timeout is None else timeout, 1024), _IN, _OUT, _GONE)
+        return self.ep.poll(-1 if timeout is None else timeout, 1024)
 
     def close(self):
         super().close()

@@ -9,15 +9,8 @@ pays for all 10,000.
 
 import select
 
-from ._loop import READ, WRITE, EventLoop, translate
+from ._loop import EventLoop
 from ._workers import run_workers
-
-_IN, _OUT = getattr(select, "POLLIN", 1), getattr(select, "POLLOUT", 4)   # getattr: Windows
-_GONE = getattr(select, "POLLHUP", 16) | getattr(select, "POLLERR", 8) | getattr(select, "POLLNVAL", 32)
-
-
-def _mask(events):
-    return (_IN if events & READ else 0) | (_OUT if events & WRITE else 0)
 
 
 class PollLoop(EventLoop):
@@ -26,10 +19,10 @@ class PollLoop(EventLoop):
         self.poller = select.poll()   # keeps the array; CPython rebuilds it after changes
 
     def register(self, fd, events):
-        self.poller.register(fd, _mask(events))
+        self.poller.register(fd, events)      # READ/WRITE are POLLIN/POLLOUT already
 
     def modify(self, fd, events):
-        self.poller.modify(fd, _mask(events))
+        self.poller.modify(fd, events)
 
     def unregister(self, fd):
         self.poller.unregister(fd)
@@ -37,7 +30,7 @@ class PollLoop(EventLoop):
     def wait(self, timeout):
         ms = None if timeout is None else timeout * 1000.0
         # the kernel walked the whole array to find these
-        return translate(self.poller.poll(ms), _IN, _OUT, _GONE)
+        return self.poller.poll(ms)
 
 
 def serve(listen, app, workers=1):
