@@ -1,11 +1,14 @@
-"""One request, for checking a server by hand (the load generator is for measuring)."""
+"""One request, for checking a server by hand (not a load generator: it measures nothing at scale)."""
 
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from .servers import NetlabError
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,9 @@ class Reply:
 
 def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
     """GET ``url`` (or ``path`` on the server at ``url``) on a fresh connection."""
-    parts = urlsplit(url)
+    parts = urlsplit(url if isinstance(url, str) else "")
+    if parts.scheme != "http" or not parts.hostname:
+        raise NetlabError(f"fetch needs a URL like http://127.0.0.1:8080/, not {url!r}")
     target = path or parts.path or "/"
     t0 = time.perf_counter()
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
@@ -28,5 +33,13 @@ def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
         body = resp.read()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body,
                      time.perf_counter() - t0)
+    except ConnectionRefusedError:
+        raise NetlabError(f"nothing is listening at {url}: is the server stopped?") from None
+    except socket.timeout:
+        raise NetlabError(f"no answer from {url} within {timeout} s: the server is busy "
+                          "or stalled (an iterative server serves one client at a time)") from None
+    except (ConnectionError, http.client.HTTPException) as e:
+        raise NetlabError(f"the server at {url} broke the connection ({e!r}): check srv.log()") \
+            from None
     finally:
         conn.close()

@@ -48,6 +48,17 @@ class ServerError(NetlabError):
 def open_listener(host: str, port: int, reuseport: bool = False) -> socket.socket:
     """Bind and listen; a port in use or a bad address becomes one sentence."""
     _check_port(port)
+    _check_host(host)
+    if reuseport:
+        # SO_REUSEPORT would quietly join another server already on this port and split its
+        # clients with it; an ordinary bind first proves the port is ours
+        probe = _bind(host, port, reuseport=False)
+        port = probe.getsockname()[1]
+        probe.close()
+    return _bind(host, port, reuseport, listen=True)
+
+
+def _bind(host: str, port: int, reuseport: bool, listen: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -56,7 +67,8 @@ def open_listener(host: str, port: int, reuseport: bool = False) -> socket.socke
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(4096)           # the kernel caps it at net.core.somaxconn
+        if listen:
+            sock.listen(4096)       # the kernel caps it at net.core.somaxconn
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
@@ -65,21 +77,58 @@ def open_listener(host: str, port: int, reuseport: bool = False) -> socket.socke
         if e.errno in (errno.EACCES, errno.EPERM):
             raise ServerError(f"not allowed to listen on port {port}: ports below 1024 need "
                               "root; pick a port above 1024 or port 0") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise ServerError(f"cannot listen on {host}: it is not an address of this "
+                              "machine (use 127.0.0.1)") from None
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     return sock
 
 
 def _check_port(port) -> None:
-    if not isinstance(port, int) or not 0 <= port <= 65535:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ServerError(f"port must be a whole number from 0 to 65535, not {port!r}")
+
+
+def _check_host(host) -> None:
+    if not isinstance(host, str) or not host.strip():
+        raise ServerError(f"host must be an address such as 127.0.0.1, not {host!r} (an empty "
+                          "host would listen on every interface)")
 
 
 def url_of(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+_stop_requested = False
+
+
 def _stop_on_signal(signum, frame):
+    global _stop_requested
+    _stop_requested = True
     raise SystemExit(0)
+
+
+def exit_status(e: SystemExit) -> int:
+    """0 if we were asked to stop; otherwise the server ended on its own (a worker died): 1."""
+    if _stop_requested:
+        return 0
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def check_function(fn, options: dict, workers=None) -> None:
+    """A student's server function must take (listen_sock, app) plus any options given."""
+    import inspect
+    name = getattr(fn, "__name__", repr(fn))
+    if workers not in (None, 1):
+        raise ServerError(f"workers applies to the built-in models; {name} runs as one "
+                          "process (fork or start threads inside it if you want more)")
+    try:
+        inspect.signature(fn).bind(None, None, **options)
+    except TypeError as e:
+        extra = "".join(f", {k}" for k in options)
+        raise ServerError(f"{name} must accept (listen_sock, app{extra}): {e}") from None
+    except ValueError:          # a builtin without a signature: let it run
+        pass
 
 
 def run(spec: dict, announce: Callable[[str], None]) -> None:
@@ -89,9 +138,11 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
     options = dict(spec.get("options", {}))
     if callable(target):
         model = None
+        check_function(target, options, spec.get("workers"))
     else:
         model = servers.get(target)
         model.check(spec.get("workers"), options)
+        model.module            # import it now, so the first request does not pay for it
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_on_signal)
     if hasattr(signal, "SIGUSR1"):      # `kill -USR1 PID` prints where a stuck server is
@@ -102,6 +153,8 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
         announce(f"listening on {url_of(spec['host'], listen.getsockname()[1])}")
         if model is None:
             target(listen, app, **options)
+            raise ServerError(f"the server function {getattr(target, '__name__', target)} "
+                              "returned: a server must keep serving until it is stopped")
         else:
             model.run(listen, app, spec.get("workers"), **options)
     finally:
@@ -114,7 +167,13 @@ def child_main() -> None:
                         format="%(asctime)s netlab[%(process)d] %(levelname)s %(message)s")
     spec = pickle.loads(sys.stdin.buffer.read())
     if spec.get("die_with_parent"):
-        _workers.die_with_parent()
+        _workers.die_with_parent(spec["parent"])
+    if spec.get("lifeline") is not None:
+        # stop signals stay with the main thread (it must leave accept() to run the handler)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        threading.Thread(target=_watch_lifeline, args=(spec["lifeline"],), daemon=True,
+                         name="netlab-lifeline").start()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def announce(line):
         sys.stdout.write(line + "\n")
@@ -123,13 +182,54 @@ def child_main() -> None:
         os.dup2(devnull, 1)
         os.close(devnull)
 
+    me = os.getpid()
     try:
         run(spec, announce)
     except NetlabError as e:
         sys.stderr.write(f"{e}\n")
         sys.exit(2)
-    except (SystemExit, KeyboardInterrupt):
+    except KeyboardInterrupt:
         pass
+    except SystemExit as e:
+        sys.exit(exit_status(e))
+    finally:
+        if os.getpid() == me:       # not in a process that a student's server forked
+            _stop_group()
+
+
+def _stop_group(grace: float = 2.0) -> None:
+    """On the way out, take down whatever is left in our process group: netlab's models
+    have reaped their workers by now, but a student's server may have forked its own."""
+    if not POSIX:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.01)
+        except ChildProcessError:
+            return                  # no children left
+    os.killpg(0, signal.SIGKILL)
+
+
+LIFELINE_GRACE = 3.0
+
+
+def _watch_lifeline(fd: int) -> None:
+    """The harness holds the write end of this pipe. When the harness exits, crashes or is
+    killed, the read returns EOF, and we stop our whole process group: netlab's workers and
+    any process a student's server forked. (PDEATHSIG alone covers neither of those, nor a
+    harness thread that exits, nor macOS.)"""
+    try:
+        while os.read(fd, 64):
+            pass
+    except OSError:
+        pass
+    os.killpg(0, signal.SIGTERM)        # the main thread gets it and shuts down in order
+    time.sleep(LIFELINE_GRACE)
+    os.killpg(0, signal.SIGKILL)        # whatever ignored SIGTERM (ourselves included)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,13 +270,22 @@ def _kill_group(proc: subprocess.Popen, sig) -> None:
         pass
 
 
-def _finalize(proc: subprocess.Popen) -> None:
+def _finalize(proc: subprocess.Popen, lifeline: Optional[int]) -> None:
     """Last resort (garbage collection, interpreter exit): kill the server's group."""
+    _close_fd(lifeline)
     if proc.poll() is None:
         _kill_group(proc, signal.SIGKILL)
         proc.wait()
     elif POSIX:
         _kill_group(proc, signal.SIGKILL)
+
+
+def _close_fd(fd: Optional[int]) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 class Server:
@@ -187,6 +296,7 @@ class Server:
                  cpu_us: float = 0, body_bytes: Optional[int] = None,
                  startup_timeout: float = 15.0, **options):
         if callable(target):
+            check_function(target, options, workers)
             self.model = getattr(target, "__name__", "custom")
             self.workers = 1
         else:
@@ -198,28 +308,50 @@ class Server:
         except (ValueError, TypeError) as e:
             raise ServerError(str(e)) from None
         _check_port(port)
+        _check_host(host)
         self.host, self.options, self.workload = host, options, workload
         self.port: Optional[int] = None
         self.url: Optional[str] = None
         self.proc: Optional[subprocess.Popen] = None
         self._spec = dict(target=target, host=host, port=port, workers=workers,
-                          workload=workload.as_dict(), options=options,
-                          die_with_parent=threading.current_thread() is threading.main_thread())
+                          workload=workload.as_dict(), options=options)
         self._startup_timeout = startup_timeout
         self._log = None
+        self._lifeline: Optional[int] = None
+        self._stopped = False
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> "Server":
-        payload = _dumps(self._spec)
-        self._log = tempfile.TemporaryFile()
+        if self.proc is not None:
+            raise ServerError("this server was already started; create a new one")
+        spec = dict(self._spec, parent=os.getpid(),
+                    # PDEATHSIG follows the thread that forks us: only trust the main thread
+                    die_with_parent=threading.current_thread() is threading.main_thread())
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH")) if p)
-        kwargs = dict(start_new_session=True) if POSIX else dict(
-            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
-        self.proc = subprocess.Popen([sys.executable, "-m", "netlab._child"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                     close_fds=True, **kwargs)
-        self._finalizer = weakref.finalize(self, _finalize, self.proc)
+        read_end = None
+        if POSIX:
+            # the lifeline: we keep the write end; the server stops its group at EOF
+            read_end, self._lifeline = os.pipe()
+            spec["lifeline"] = read_end
+            kwargs = dict(start_new_session=True, pass_fds=(read_end,))
+        else:
+            kwargs = dict(creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
+        try:
+            payload = _dumps(spec)
+            self._log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen([sys.executable, "-m", "netlab._child"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._log, env=env, close_fds=True, **kwargs)
+        except BaseException:
+            _close_fd(self._lifeline)
+            self._lifeline = None
+            if self._log is not None:
+                self._log.close()
+            raise
+        finally:
+            _close_fd(read_end)
+        self._finalizer = weakref.finalize(self, _finalize, self.proc, self._lifeline)
         try:
             self.proc.stdin.write(payload)
             self.proc.stdin.close()
@@ -278,26 +410,27 @@ class Server:
         """SIGTERM the group, SIGKILL after ``timeout``, reap, and verify nothing is left.
 
         With ``check``, raises ServerError if the server had died on its own with an error
-        (its last log line says why) or if a process of its group survived.
+        (its last log line says why) or if a process of its group survived. Interrupting a
+        stop (Ctrl-C while it waits) kills the group at once rather than leave it running.
         """
         proc = self.proc
-        if proc is None or getattr(self, "_stopped", False):
+        if proc is None or self._stopped:
             return
-        self._stopped = True
         died_early = proc.poll()
-        _kill_group(proc, signal.SIGTERM)
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+            leftover = self._wait_group_gone(timeout) if POSIX else []
+        except BaseException:
             _kill_group(proc, signal.SIGKILL)
             proc.wait()
-        leftover = self._wait_group_gone(timeout) if POSIX else []
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe and not pipe.closed:
-                pipe.close()
-        self._final_log = self.log()
-        self._log.close()
-        self._finalizer.detach()
+            raise
+        finally:
+            self._release()
         if not check:
             return
         if leftover:
@@ -306,6 +439,20 @@ class Server:
         if died_early is not None and died_early not in (0, -signal.SIGTERM):
             raise ServerError(f"the {self.model} server had already exited with status "
                               f"{died_early}: {self._tail()}")
+
+    def _release(self) -> None:
+        """Close everything of ours that pointed at the server process (idempotent)."""
+        self._stopped = True
+        proc = self.proc
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe and not pipe.closed:
+                pipe.close()
+        _close_fd(self._lifeline)
+        self._lifeline = None
+        if not self._log.closed:
+            self._final_log = self.log()
+            self._log.close()
+        self._finalizer.detach()
 
     def _wait_group_gone(self, timeout: float) -> list:
         """Workers and children get the same SIGTERM; give them ``timeout``, then SIGKILL."""
@@ -326,6 +473,13 @@ class Server:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None and self.proc is not None and self.proc.poll() not in (None, 0):
+            # the block failed, perhaps *because* the server died: say so next to the error
+            note = f"netlab: the {self.model} server had exited: {self._tail()}"
+            if hasattr(exc, "add_note"):
+                exc.add_note(note)
+            else:
+                sys.stderr.write(note + "\n")
         self.stop(check=exc_type is None)
 
     def __repr__(self) -> str:

@@ -26,9 +26,11 @@ class Workload:
 
     def __post_init__(self):
         # isfinite too: NaN passes "< 0" and then crashes the handler (int(nan)) or sleep()
-        if not all(math.isfinite(v) and v >= 0 for v in (self.backend_ms, self.cpu_us)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   and v >= 0 for v in (self.backend_ms, self.cpu_us)):
             raise ValueError("backend_ms and cpu_us must be zero or positive (and finite)")
         if self.body_bytes is not None and not (isinstance(self.body_bytes, int) and
+                                                not isinstance(self.body_bytes, bool) and
                                                 0 <= self.body_bytes <= http.MAX_BYTES_ROUTE):
             raise ValueError(f"body_bytes must be a whole number from 0 to {http.MAX_BYTES_ROUTE}")
 

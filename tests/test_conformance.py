@@ -141,6 +141,22 @@ def test_large_response_survives_partial_writes(srv):
             assert read_response(f)[2] == b"Hello from netlab!\n"
 
 
+def test_a_slow_reader_of_a_big_response_is_still_answered_on_keepalive(srv):
+    """The server stops reading while a big response backs up (backpressure); the next
+    request must still be read once it drains. Edge-triggered epoll once lost it."""
+    n = 16_000_000
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        time.sleep(0.3)
+        s.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: t\r\n\r\n")
+        with s.makefile("rb") as f:
+            assert len(read_response(f)[2]) == n
+            assert read_response(f)[2] == b"x" * 10
+
+
 def test_backend_wait_overlaps_except_in_the_iterative_model(case):
     """8 clients each wait 300 ms on the backend: serial takes >= 2.4 s, concurrent far less."""
     name, opts = case

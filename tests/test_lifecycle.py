@@ -202,3 +202,152 @@ def test_an_unavailable_model_is_listed_with_its_reason_and_refused(monkeypatch)
         netlab.serve("epoll")
     table = netlab.env.models_table()
     assert table.set_index("model").loc["epoll", "why not"].startswith("needs epoll")
+
+
+# --- found by review: each of these once left a server running or lied about its state -------
+
+def _harness_script(body: str) -> str:
+    return textwrap.dedent("""
+        import os, sys, threading, time, netlab
+
+        def forking_student_loop(listen, app):
+            # a student's pre-fork server: its children are not netlab's, yet must not outlive us
+            for _ in range(2):
+                if os.fork() == 0:
+                    break
+            while True:
+                conn, _ = listen.accept()
+                netlab.handle_connection(conn, app)
+    """) + textwrap.dedent(body)
+
+
+START = {
+    "student-forks": "srv = netlab.serve(forking_student_loop)\n",
+    "started-in-a-thread": (
+        "box = []\n"
+        "t = threading.Thread(target=lambda: box.append(netlab.serve('preforked', workers=2)))\n"
+        "t.start(); t.join(); srv = box[0]\n"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(START))
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_nothing_outlives_a_killed_harness(how, sig):
+    script = _harness_script("") + START[how] + \
+        "print(srv.pid, srv.port, flush=True)\ntime.sleep(60)\n"
+    harness = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        pid, port = map(int, harness.stdout.readline().split())
+        assert port_listening(port)
+    finally:
+        os.kill(harness.pid, sig)
+        harness.wait()
+        harness.stdout.close()
+    deadline = time.monotonic() + 10
+    while (_proc_group(pid) or port_listening(port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _proc_group(pid) and not port_listening(port)
+
+
+def test_a_server_started_from_a_thread_that_ends_keeps_running():
+    import threading
+    srv = netlab.Server("epoll")
+    t = threading.Thread(target=srv.start)
+    t.start()
+    t.join()
+    time.sleep(0.3)
+    try:
+        assert srv.alive and get(srv.port)[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_a_dead_worker_is_an_error_not_a_clean_exit():
+    srv = netlab.serve("preforked", workers=2)
+    try:
+        deadline = time.monotonic() + 5
+        while len(psutil.Process(srv.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)                  # workers are forked just after the announcement
+        psutil.Process(srv.pid).children()[0].kill()
+        while srv.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not srv.alive
+    finally:
+        with pytest.raises(netlab.ServerError, match=r"killed by signal 9 \(SIGKILL\)"):
+            srv.stop()
+
+
+def test_interrupting_stop_kills_the_server_instead_of_leaving_it(monkeypatch):
+    srv = netlab.serve(stubborn_loop)        # ignores SIGTERM: stop() would wait
+    real_wait, calls = srv.proc.wait, []
+
+    def interrupted_wait(timeout=None):
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt          # the student pressed Ctrl-C during the wait
+        return real_wait(timeout)
+
+    monkeypatch.setattr(srv.proc, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        srv.stop()
+    deadline = time.monotonic() + 5
+    while _proc_group(srv.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _proc_group(srv.pid) and not srv.alive
+
+
+def test_reuseport_refuses_a_port_another_server_holds():
+    with netlab.serve("reuseport", workers=2) as a:
+        with pytest.raises(netlab.ServerError, match="already in use"):
+            netlab.serve("reuseport", workers=2, port=a.port)
+
+
+def returns_at_once(listen, app):
+    return None
+
+
+def test_a_server_function_that_returns_is_reported():
+    srv = netlab.serve(returns_at_once)
+    deadline = time.monotonic() + 5
+    while srv.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(netlab.ServerError, match="returned: a server must keep serving"):
+        srv.stop()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(target=lambda: None), r"must accept \(listen_sock, app\)"),
+    (dict(target=student_loop, edge=True), r"must accept \(listen_sock, app, edge\)"),
+    (dict(target=student_loop, workers=4), "workers applies to the built-in models"),
+    (dict(target="epoll", edge="no"), "option edge must be True or False"),
+    (dict(target="epoll", exclusive=True), "only matters with workers > 1"),
+    (dict(target="preforked", workers=True), "workers must be"),
+    (dict(target="epoll", port=True), "port must be"),
+    (dict(target="epoll", host=""), "host must be an address"),
+    (dict(target="epoll", body_bytes=True), "body_bytes must be"),
+    (dict(target="epoll", host="10.255.255.1"), "not an address of this machine"),
+])
+def test_misuse_is_one_sentence(kwargs, match):
+    with pytest.raises(netlab.NetlabError, match=match):
+        netlab.serve(**kwargs)
+
+
+def test_fetch_explains_itself():
+    with netlab.serve("epoll") as srv:
+        pass
+    with pytest.raises(netlab.NetlabError, match="nothing is listening"):
+        netlab.fetch(srv.url)
+    with pytest.raises(netlab.NetlabError, match="needs a URL like"):
+        netlab.fetch("localhost:8080")
+
+
+def test_netlab_errors_render_as_one_line_in_jupyter():
+    err = netlab.ServerError("port 1 is already in use")
+    assert err._render_traceback_() == ["ServerError: port 1 is already in use"]
+
+
+def test_running_python_inside_the_servers_folder_still_works():
+    folder = os.path.join(os.path.dirname(netlab.__file__), "servers")
+    out = subprocess.run([sys.executable, "-m", "netlab", "models"], cwd=folder,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "epoll" in out.stdout, out.stderr

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 class NetlabError(Exception):
     """An error with a one-sentence message meant for the user (no traceback needed)."""
 
+    def _render_traceback_(self):
+        # IPython/Jupyter calls this instead of printing a traceback: show just the sentence
+        return [f"{type(self).__name__}: {self}"]
+
 
 # feature -> (present here?, why not when absent). Checked by attribute, never by a failed call.
 FEATURES = {
@@ -57,7 +61,15 @@ class Model:
 
     @property
     def module(self):
-        return importlib.import_module(f"netlab.servers.{self.name}")
+        """Its module: ``netlab/servers/<name>.py``, or ``<name>_loop.py`` for the event loops
+        whose names are standard modules (a file called select.py would shadow ``select``
+        for anyone running Python inside that folder)."""
+        return importlib.import_module(f"netlab.servers.{self.module_name}")
+
+    @property
+    def module_name(self) -> str:
+        return f"{self.name}_loop" if self.name in ("select", "poll", "epoll", "asyncio") \
+            else self.name
 
     def check(self, workers=None, options=None) -> int:
         """Validate arguments; return the worker count to use. Raises NetlabError."""
@@ -69,16 +81,23 @@ class Model:
             known = ", ".join(self.options) or "none"
             raise NetlabError(f"the {self.name} model has no option {unknown[0]!r} "
                               f"(its options: {known})")
+        for key, value in options.items():
+            default = self.options[key]
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise NetlabError(f"option {key} must be True or False, not {value!r}")
         if options.get("exclusive") and not FEATURES["exclusive"][0]:
             raise NetlabError(f"exclusive=True {FEATURES['exclusive'][1]}")
+        if options.get("exclusive") and (workers or self.default_workers) < 2:
+            raise NetlabError("exclusive=True only matters with workers > 1 (it decides which "
+                              "of several processes waiting on one socket is woken)")
         if workers is None:
             return self.default_workers
         if not self.workers:
-            if workers != 1:
+            if workers != 1 or isinstance(workers, bool):
                 raise NetlabError(f"the {self.name} model has no workers option: "
                                   "it always runs as one process")
             return 1
-        if not isinstance(workers, int) or not 1 <= workers <= 1024:
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise NetlabError("workers must be a whole number from 1 to 1024")
         if workers > 1 and self.workers == "processes" and not FEATURES["fork"][0]:
             raise NetlabError(f"workers > 1 {FEATURES['fork'][1]}")

@@ -69,13 +69,15 @@ class EventLoop:
                     c = self.conns.get(fd)
                     if c is None:
                         continue
-                    if mask & READ:                 # data, EOF, or a reset to discover
-                        self._on_readable(c)
-                    elif mask & GONE:               # gone, with nothing left to read
+                    if not mask & READ and mask & GONE:    # gone, nothing left to read
                         self._close(c)
-                        continue
-                    if mask & WRITE and not c.closed:
-                        self._flush(c)
+                    elif self.edge:
+                        self._service_edge(c)
+                    else:
+                        if mask & READ:             # data, EOF, or a reset to discover
+                            self._on_readable(c)
+                        if mask & WRITE and not c.closed:
+                            self._flush(c)
                 self.timers.run_due()
         finally:
             self.close()
@@ -105,8 +107,6 @@ class EventLoop:
             self.register(c.fd, (READ | WRITE) if self.edge else READ)
 
     def _on_readable(self, c: Conn) -> None:
-        if self.edge:
-            return self._on_readable_edge(c)
         try:                                # level-triggered: one read; if more is waiting,
             data = c.sock.recv(65536)       # the next wait() reports this socket again
         except BlockingIOError:
@@ -116,25 +116,29 @@ class EventLoop:
         self._received(c, data)
         self._flush(c)
 
-    def _on_readable_edge(self, c: Conn) -> None:
-        """Edge-triggered: the kernel reported a change once, so read until EAGAIN; if we
-        stop early (backpressure), remember it, because no new event will come for those bytes."""
+    def _service_edge(self, c: Conn) -> None:
+        """Edge-triggered: an event only says that something changed, so do all that can be
+        done now: read until EAGAIN, write until EAGAIN, and read again if writing made room.
+        Bytes left unread because of backpressure will get no new event: ``c.more`` says so."""
         s = c.session
         while True:
-            c.more = False
-            while s.wants_read:
+            while True:
+                if not s.wants_read:
+                    c.more = True           # stopped early: the kernel will not remind us
+                    break
                 try:
                     data = c.sock.recv(65536)
                 except BlockingIOError:
+                    c.more = False
                     break
                 except OSError:
                     return self._close(c)
                 self._received(c, data)
                 if not data:
+                    c.more = False
                     break
-                c.more = not s.wants_read
             self._flush(c)
-            if not (c.more and not c.closed and s.wants_read):
+            if c.closed or not (c.more and s.wants_read):
                 return
 
     def _received(self, c: Conn, data: bytes) -> None:
@@ -151,9 +155,10 @@ class EventLoop:
         delay = c.session.backend_done()
         if delay is not None:
             self.timers.call_later(delay, self._backend_done, c)
-        self._flush(c)
-        if c.more and not c.closed and c.session.wants_read:
-            self._on_readable_edge(c)
+        if self.edge:
+            self._service_edge(c)
+        else:
+            self._flush(c)
 
     def _flush(self, c: Conn) -> None:
         s = c.session

@@ -23,14 +23,13 @@ except (OSError, AttributeError):
     _prctl = None
 
 
-def die_with_parent() -> None:
-    """Linux: ask the kernel to SIGTERM us when our parent dies, so a killed harness or a
-    crashed supervisor cannot leave orphaned servers holding ports. Elsewhere: nothing."""
+def die_with_parent(parent: int) -> None:
+    """Linux: ask the kernel to SIGTERM us when ``parent`` (our parent's pid) dies, so a
+    crashed supervisor cannot leave orphaned workers holding ports. Elsewhere: nothing."""
     if _prctl is None:
         return
-    parent = os.getppid()
     _prctl(1, signal.SIGTERM, 0, 0, 0)               # PR_SET_PDEATHSIG
-    if os.getppid() != parent:                       # parent died before prctl took effect
+    if os.getppid() != parent:                       # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -43,6 +42,7 @@ def fork_child(fn, *args, into: set) -> int:
     The child's pid is added to ``into`` with SIGTERM/SIGINT held, so a stop request arriving
     mid-fork cannot leave a child that the parent does not know about (and so never stops).
     """
+    parent = os.getpid()
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     pid = os.fork()
     if pid:
@@ -52,7 +52,7 @@ def fork_child(fn, *args, into: set) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, held)
     code = 0
     try:
-        die_with_parent()
+        die_with_parent(parent)
         fn(*args)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 0
@@ -64,6 +64,13 @@ def fork_child(fn, *args, into: set) -> int:
     finally:
         sys.stderr.flush()
         os._exit(code)          # never run the parent's cleanup (finally blocks, atexit) twice
+
+
+def describe_exit(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+    return f"exited with status {code}"
 
 
 def stop_children(pids, timeout: float = 2.0) -> None:
@@ -125,8 +132,7 @@ def supervise(pids: set) -> None:
         while pids:
             pid, status = os.wait()
             pids.discard(pid)
-            log.error("worker %d exited (status %d); stopping the server",
-                      pid, os.waitstatus_to_exitcode(status))
+            log.error("worker %d %s; stopping the server", pid, describe_exit(status))
             raise SystemExit(1)
     finally:
         stop_children(pids)

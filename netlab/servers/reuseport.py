@@ -1,14 +1,16 @@
 """SO_REUSEPORT: N worker processes, each with its own listening socket and epoll loop.
 
 Concurrency: N processes x one event loop each, all bound to the same port. The kernel hashes
-each new connection to one of the N sockets, so there is no shared accept queue to fight over:
-no thundering herd, no accept lock, and connections split evenly across cores.
+each new connection's addresses and ports to pick one of the N sockets, so there is no shared
+accept queue to fight over: no thundering herd, no accept lock. With many connections the split
+is close to even; with few it is lumpy. The catch: the hash ignores load, so a busy worker still
+gets its share, and connections queued on a socket are lost if that socket closes.
 """
 
 import os
 import socket
 
-from .epoll import EpollLoop
+from .epoll_loop import EpollLoop
 from ._workers import fork_all, supervise
 
 

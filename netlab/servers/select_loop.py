@@ -1,9 +1,10 @@
 """select(): one thread watches every connection; each call hands the kernel all watched fds.
 
 Concurrency: a readiness loop (see ``_loop.py``) asks ``select()`` which sockets are ready.
-Its cost: the three fd bitmaps are rebuilt and copied into the kernel on every call, the
-kernel checks every fd in them, and we scan the result: O(watched fds) per call, however few
-are ready. And an fd_set has FD_SETSIZE = 1024 bits, so fds >= 1024 cannot be watched at all.
+Its cost: the fd bitmaps (readers, writers) are rebuilt and copied into the kernel on every
+call, the kernel checks every bit up to the highest fd, and we walk the result: O(highest fd)
+per call, however few are ready. An fd_set has FD_SETSIZE = 1024 bits, so fds >= 1024 cannot
+be watched at all: such connections are refused (closed) with a warning in the log.
 """
 
 import select

@@ -1,10 +1,12 @@
 """epoll(): one thread watches every connection; the kernel keeps the interest list.
 
 Concurrency: the readiness loop of ``_loop.py`` asks ``epoll_wait()`` which sockets are ready.
-Each fd is registered once (``epoll_ctl``) and the kernel queues fds as they become ready, so a
-wait costs O(ready fds), not O(watched fds). Level-triggered by default (report while ready);
-``edge=True`` reports only changes, so we must read and write until EAGAIN.
-``exclusive=True`` (with workers > 1) wakes one worker per new connection (EPOLLEXCLUSIVE).
+Each fd is added once (``epoll_ctl``) and the kernel queues fds as they become ready, so a wait
+costs O(ready fds), not O(watched fds). Level-triggered by default (reported while ready; we
+change a socket's interest with ``epoll_ctl`` only when it starts or stops needing to write);
+``edge=True`` reports changes only, so we read and write until EAGAIN and never change interest.
+With workers > 1, ``exclusive=True`` (EPOLLEXCLUSIVE) wakes one or more of the waiting
+processes per new connection instead of all of them.
 """
 
 import select
