@@ -9,7 +9,7 @@
 
 __version__ = "0.1.0"
 
-from .client import Reply, fetch  # noqa: E402
+from .client import Reply, bottleneck, fetch  # noqa: E402
 from .env import quick_mode, setup  # noqa: E402
 from .lifecycle import Server, ServerError, serve  # noqa: E402
 from .servers import MODELS, Model, NetlabError  # noqa: E402
@@ -23,5 +23,5 @@ def models(available_only: bool = False) -> list:
     return [m for m in MODELS if m.available or not available_only]
 
 
-__all__ = ["App", "Model", "NetlabError", "Reply", "Server", "ServerError", "Workload", "fetch",
+__all__ = ["App", "Model", "NetlabError", "Reply", "Server", "ServerError", "Workload", "bottleneck", "fetch",
            "handle_connection", "model", "models", "quick_mode", "serve", "setup", "__version__"]

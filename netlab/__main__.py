@@ -40,8 +40,15 @@ def cmd_models(args) -> int:
         return 0
     for r in rows:
         mark = "yes" if r["available"] else "NO "
-        line = f"{r['name']:<12} {mark}  {r['summary']}"
-        print(line + (f"\n{'':<17}unavailable: {r['reason']}" if r["reason"] else ""))
+        print(f"{r['name']:<12} {mark}  {r['summary']}")
+        extras = []
+        if r["workers"]:
+            extras.append(f"--workers N ({r['workers']}, default {r['default_workers']})")
+        extras += [f"-o {k}={v}" for k, v in r["options"].items()]
+        if extras:
+            print(f"{'':<17}{'; '.join(extras)}")
+        if r["reason"]:
+            print(f"{'':<17}unavailable: {r['reason']}")
     return 0
 
 

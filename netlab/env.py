@@ -1,7 +1,7 @@
 """What machine is this, and what can netlab do on it?
 
-Every result netlab records carries ``machine()``; every notebook starts with ``setup()``, so a
-student knows in one cell whether their laptop can run each experiment, and what to do if not.
+``machine()`` is what a measurement must record next to its numbers; every notebook starts with
+``setup()``, so a student knows in one cell what this laptop can run, and what to do if not.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from .servers import FEATURES, MODELS
 
 QUICK_ENV = "NETLAB_QUICK"
 
-# optional peers and tools: name -> (what netlab uses it for, how to get it on Debian/Ubuntu)
+# optional peers and tools: name -> (what it is for in this course, how to get it on Debian/Ubuntu)
 TOOLS = {
-    "wrk": ("a C load generator, to calibrate netlab's own", "apt-get install wrk"),
-    "ab": ("ApacheBench, a second load generator", "apt-get install apache2-utils"),
-    "nginx": ("a production event-loop server to compare with", "apt-get install nginx"),
-    "node": ("the Node.js hello-world server from the course notes", "apt-get install nodejs"),
-    "java": ("the Java NIO selector server from the course notes", "apt-get install default-jdk"),
-    "strace": ("system-call profiles of each model", "apt-get install strace"),
+    "wrk": ("a C load generator: a reference to check measurements against", "apt-get install wrk"),
+    "ab": ("ApacheBench, a second reference load generator", "apt-get install apache2-utils"),
+    "nginx": ("a production event-loop server to compare the models with", "apt-get install nginx"),
+    "node": ("runs the Node.js hello-world server from the course notes", "apt-get install nodejs"),
+    "java": ("runs the Java NIO selector server from the course notes", "apt-get install default-jdk"),
+    "strace": ("shows each model's system calls", "apt-get install strace"),
 }
 
 
@@ -95,13 +95,13 @@ def checks():
 
 
 def tools():
-    """Optional tools: present or not, what netlab uses them for, how to install them."""
+    """Optional tools: present or not, what each is for, how to install it."""
     import pandas as pd
     rows = []
     for name, (use, install) in TOOLS.items():
         path = shutil.which(name)
         rows.append((name, path is not None, use, "" if path else install))
-    return pd.DataFrame(rows, columns=["tool", "installed", "used for", "to install"])
+    return pd.DataFrame(rows, columns=["tool", "installed", "for", "to install"])
 
 
 def models_table():

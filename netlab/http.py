@@ -147,7 +147,7 @@ def parse_head(head: bytes) -> Request:
     """Parse a request line and headers (no trailing blank line).
 
     Written for speed as much as clarity: every request of every model passes through here,
-    and the event-loop models are benchmarked against nginx. Token checks use
+    and the event-loop models are meant to stand comparison with nginx. Token checks use
     ``bytes.translate`` (delete the valid characters; anything left is invalid) in C.
     """
     lines = head.split(b"\n")

@@ -394,6 +394,24 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's whole process tree, including
+        children it has already reaped (the forking model's finished children)."""
+        import psutil
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root] + root.children(recursive=True)
+        except (psutil.Error, TypeError):
+            return float("nan")
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
     def log(self) -> str:
         """Everything the server wrote to stderr so far (warnings, a student's traceback)."""
         if self._log is None or self._log.closed:
