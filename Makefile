@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.netlab-installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 LAB_ARGS ?=
 # notebooks under nbval: quick sizes, and no cell may hang the run
-NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 
 .PHONY: lab test setup unit nbtest notebooks clean
 
