@@ -31,7 +31,7 @@ class Conn:
         self.sock, self.fd, self.session = sock, sock.fileno(), session
         self.events = READ       # interest currently registered
         self.closed = False
-        self.more = False        # edge-triggered: stopped reading before EAGAIN
+        self.more = False        # edge-triggered: bytes may be unread with no event to come
 
 
 class EventLoop:
