@@ -270,8 +270,11 @@ def _kill_group(proc: subprocess.Popen, sig) -> None:
         pass
 
 
-def _finalize(proc: subprocess.Popen, lifeline: Optional[int]) -> None:
-    """Last resort (garbage collection, interpreter exit): kill the server's group."""
+def _finalize(proc: subprocess.Popen, lifeline: Optional[int], owner: int) -> None:
+    """Last resort (garbage collection, interpreter exit): kill the server's group. Only in
+    the process that started it: a forked copy of the harness exiting must not."""
+    if os.getpid() != owner:
+        return
     _close_fd(lifeline)
     if proc.poll() is None:
         _kill_group(proc, signal.SIGKILL)
@@ -351,7 +354,8 @@ class Server:
             raise
         finally:
             _close_fd(read_end)
-        self._finalizer = weakref.finalize(self, _finalize, self.proc, self._lifeline)
+        self._finalizer = weakref.finalize(self, _finalize, self.proc, self._lifeline,
+                                           os.getpid())
         try:
             self.proc.stdin.write(payload)
             self.proc.stdin.close()

@@ -172,6 +172,18 @@ def test_backend_wait_overlaps_except_in_the_iterative_model(case):
         assert took < 1.6, f"{name}: 8 x 300 ms backend waits took {took:.2f} s"
 
 
+def test_stopping_with_clients_connected_logs_no_error(case):
+    name, opts = case
+    with _start(name, **opts) as s:
+        idle = connect(s.port)                         # connected, silent
+        half = connect(s.port)
+        half.sendall(b"GET / HTTP/1.1\r\n")           # mid-request
+        time.sleep(0.3)
+    idle.close()
+    half.close()
+    assert "Traceback" not in s.log() and "ERROR" not in s.log(), s.log()
+
+
 def test_stop_leaves_nothing_behind(case):
     name, opts = case
     before = open_fds()

@@ -351,3 +351,22 @@ def test_running_python_inside_the_servers_folder_still_works():
     out = subprocess.run([sys.executable, "-m", "netlab", "models"], cwd=folder,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "epoll" in out.stdout, out.stderr
+
+
+def test_a_forked_copy_of_the_harness_exiting_does_not_stop_our_server():
+    """A helper the notebook forks runs atexit handlers when it exits: not ours to run."""
+    script = textwrap.dedent("""
+        import os, sys, time, urllib.request, netlab
+        srv = netlab.serve("epoll")
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.3)
+        ok = srv.alive and urllib.request.urlopen(srv.url).status == 200
+        srv.stop()
+        print("alive-after-fork-exit", ok)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert "alive-after-fork-exit True" in out.stdout, out.stdout + out.stderr

@@ -26,6 +26,10 @@ async def _handle(reader, writer, app):
                     return
     except OSError:               # the client reset: only this connection ends
         return
+    except asyncio.CancelledError:
+        # the server is stopping and asyncio cancels every connection's task; ending quietly
+        # keeps asyncio's stream machinery from logging each one as an error
+        return
     finally:
         writer.close()
 
