@@ -157,6 +157,38 @@ def test_a_slow_reader_of_a_big_response_is_still_answered_on_keepalive(srv):
             assert read_response(f)[2] == b"x" * 10
 
 
+def test_many_pipelined_big_responses_arrive_complete_and_in_order(srv):
+    sizes = [1_000_000, 7, 2_000_000, 0, 600_000]
+    with connect(srv.port) as s:
+        s.sendall(b"".join(f"GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+                           for n in sizes))
+        with s.makefile("rb") as f:
+            assert [len(read_response(f)[2]) for _ in sizes] == sizes
+
+
+def test_a_client_that_pipelines_big_requests_and_never_reads_cannot_balloon_memory(case):
+    """20 x 16 MB asked for in 660 bytes: the server must not build 320 MB of answers."""
+    name, opts = case
+    with _start(name, **opts) as s:
+        tree = psutil.Process(s.pid)
+
+        def rss_mib():
+            return sum(p.memory_info().rss for p in [tree] + tree.children(True)) / 2**20
+
+        before = rss_mib()
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", s.port))
+        hog.sendall(b"GET /bytes/16000000 HTTP/1.1\r\n\r\n" * 20)
+        time.sleep(1.0)
+        try:
+            if case[0] != "iterative":                 # everyone else waits behind it there
+                assert get(s.port, timeout=5)[0] == 200
+            assert rss_mib() - before < 120
+        finally:
+            hog.close()
+
+
 def test_backend_wait_overlaps_except_in_the_iterative_model(case):
     """8 clients each wait 300 ms on the backend: serial takes >= 2.4 s, concurrent far less."""
     name, opts = case

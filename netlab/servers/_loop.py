@@ -145,16 +145,16 @@ class EventLoop:
         if not data:                        # EOF: answer what was asked, then close
             c.session.peer_closed()
             return
-        delay = c.session.received(data)
-        if delay is not None:
+        self._schedule(c, c.session.received(data))
+
+    def _schedule(self, c: Conn, delay) -> None:
+        if delay is not None:               # the head request waits on the backend
             self.timers.call_later(delay, self._backend_done, c)
 
     def _backend_done(self, c: Conn) -> None:
         if c.closed:
             return
-        delay = c.session.backend_done()
-        if delay is not None:
-            self.timers.call_later(delay, self._backend_done, c)
+        self._schedule(c, c.session.backend_done())
         if self.edge:
             self._service_edge(c)
         else:
@@ -162,7 +162,11 @@ class EventLoop:
 
     def _flush(self, c: Conn) -> None:
         s = c.session
-        while s.out:
+        while True:
+            if s.can_produce:               # room again: answer requests held back
+                self._schedule(c, s.resume())
+            if not s.out:
+                break
             try:
                 n = c.sock.send(s.out)
             except BlockingIOError:
@@ -170,7 +174,7 @@ class EventLoop:
             except OSError:
                 return self._close(c)
             del s.out[:n]
-            if not self.edge:               # partial write: wait for WRITE readiness
+            if s.out and not self.edge:     # partial write: wait for WRITE readiness
                 break
         if s.closing and s.finished:
             return self._close(c, drain=s.drain)

@@ -46,9 +46,19 @@ class Session:
         """The client sent EOF: answer what it already asked, then close."""
         self.closing = True
 
+    def resume(self) -> Optional[float]:
+        """Answer queued requests the output limit held back, now that bytes were sent."""
+        return self._advance()
+
+    @property
+    def can_produce(self) -> bool:
+        return bool(self.queue) and not self.waiting and len(self.out) < MAX_OUT
+
     def _advance(self) -> Optional[float]:
         app = self.app
-        while self.queue and not self.waiting:
+        # stop at MAX_OUT: a client that pipelines many big requests and never reads must not
+        # make us build every answer in memory; the loop calls resume() as the socket drains
+        while self.queue and not self.waiting and len(self.out) < MAX_OUT:
             req = self.queue[0]
             if app.backend_s and not req.error and not self.ready:
                 self.waiting = True

@@ -92,21 +92,23 @@ class HttpHandler:
         if not data:
             self.session.peer_closed()
         else:
-            delay = self.session.received(data)
-            if delay is not None:
-                self.reactor.timers.call_later(delay, self.on_backend_done)
+            self.schedule(self.session.received(data))
         self.on_writable()
 
     def on_backend_done(self):
         if self.closed:
             return
-        delay = self.session.backend_done()
-        if delay is not None:
-            self.reactor.timers.call_later(delay, self.on_backend_done)
+        self.schedule(self.session.backend_done())
         self.on_writable()
+
+    def schedule(self, delay):
+        if delay is not None:               # the head request waits on the backend
+            self.reactor.timers.call_later(delay, self.on_backend_done)
 
     def on_writable(self):
         s = self.session
+        if s.can_produce:                   # room again: answer requests held back
+            self.schedule(s.resume())
         if s.out:
             try:
                 del s.out[:self.sock.send(s.out)]
@@ -116,7 +118,8 @@ class HttpHandler:
                 return self.close()
         if s.finished:
             return self.close(s.drain)
-        want = (READ if s.wants_read else 0) | (WRITE if s.out else 0)
+        # WRITE also while answers wait to be produced: the next writable event produces them
+        want = (READ if s.wants_read else 0) | (WRITE if s.out or s.can_produce else 0)
         if want != self.events:
             self.reactor.want(self.sock, want, self.on_event)
             self.events = want
