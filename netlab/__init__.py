@@ -15,7 +15,7 @@ from .lifecycle import Server, ServerError, serve  # noqa: E402
 from .servers import MODELS, Model, NetlabError  # noqa: E402
 from .servers import get as model  # noqa: E402
 from .servers._blocking import handle_connection  # noqa: E402
-from .workload import App, Workload  # noqa: E402
+from .workload import App, Workload, WorkloadError  # noqa: E402
 
 
 def models(available_only: bool = False) -> list:
@@ -23,5 +23,5 @@ def models(available_only: bool = False) -> list:
     return [m for m in MODELS if m.available or not available_only]
 
 
-__all__ = ["App", "Model", "NetlabError", "Reply", "Server", "ServerError", "Workload", "bottleneck", "fetch",
+__all__ = ["App", "Model", "NetlabError", "Reply", "Server", "ServerError", "Workload", "WorkloadError", "bottleneck", "fetch",
            "handle_connection", "model", "models", "quick_mode", "serve", "setup", "__version__"]

@@ -79,8 +79,10 @@ def cmd_serve(args) -> int:
         raise NetlabError(str(e)) from None
     try:
         lifecycle.run(spec, lambda line: print(line, flush=True))
-    except (SystemExit, KeyboardInterrupt):
+    except KeyboardInterrupt:
         pass
+    except SystemExit as e:
+        return lifecycle.exit_status(e)    # non-zero if it ended on its own (a worker died)
     return 0
 
 

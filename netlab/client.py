@@ -21,12 +21,21 @@ class Reply:
 
 def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
     """GET ``url`` (or ``path`` on the server at ``url``) on a fresh connection."""
-    parts = urlsplit(url if isinstance(url, str) else "")
-    if parts.scheme != "http" or not parts.hostname:
+    try:
+        parts = urlsplit(url if isinstance(url, str) else "")
+        host, port = parts.hostname, parts.port or 80
+    except ValueError:
+        parts = host = None
+    if not parts or parts.scheme != "http" or not host:
         raise NetlabError(f"fetch needs a URL like http://127.0.0.1:8080/, not {url!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise NetlabError(f"timeout must be a positive number of seconds, not {timeout!r}")
     target = path or parts.path or "/"
+    if not target.isascii() or " " in target:
+        raise NetlabError(f"the path must be ASCII without spaces (percent-encode the rest), "
+                          f"not {target!r}")
     t0 = time.perf_counter()
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", target, headers={"Connection": "close"})
         resp = conn.getresponse()
@@ -41,6 +50,8 @@ def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
     except (ConnectionError, http.client.HTTPException) as e:
         raise NetlabError(f"the server at {url} broke the connection ({e!r}): check srv.log()") \
             from None
+    except (OSError, UnicodeError) as e:
+        raise NetlabError(f"cannot reach {url}: {getattr(e, 'strerror', None) or e}") from None
     finally:
         conn.close()
 

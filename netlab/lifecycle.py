@@ -102,17 +102,30 @@ def url_of(host: str, port: int) -> str:
 _stop_requested = False
 
 
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if POSIX else [])
+
+
 def _stop_on_signal(signum, frame):
+    """The first stop signal starts an orderly shutdown; repeats (the harness's killpg, the
+    supervisor's own SIGTERM, PDEATHSIG) must not interrupt that shutdown halfway."""
     global _stop_requested
     _stop_requested = True
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(0)
 
 
 def exit_status(e: SystemExit) -> int:
-    """0 if we were asked to stop; otherwise the server ended on its own (a worker died): 1."""
+    """0 if we were asked to stop. Otherwise the server ended on its own: a worker died
+    (status 1), or a student's server called sys.exit() (reported, status 3 if it said 0)."""
     if _stop_requested:
         return 0
-    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if code == 0:
+        sys.stderr.write("the server called sys.exit() before it was asked to stop: a server "
+                         "must keep serving until it is stopped\n")
+        return 3
+    return code
 
 
 def check_function(fn, options: dict, workers=None) -> None:
@@ -143,7 +156,7 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
         model = servers.get(target)
         model.check(spec.get("workers"), options)
         model.module            # import it now, so the first request does not pay for it
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _stop_on_signal)
     if hasattr(signal, "SIGUSR1"):      # `kill -USR1 PID` prints where a stuck server is
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
@@ -203,15 +216,27 @@ def _stop_group(grace: float = 2.0) -> None:
     if not POSIX:
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.killpg(0, signal.SIGTERM)
+    me, group = os.getpid(), os.getpgrp()
+    if group != me:
+        return                      # not a group leader (the CLI in a shell's job): not ours
+    os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
-            if os.waitpid(-1, os.WNOHANG) == (0, 0):
-                time.sleep(0.01)
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass                # reap our own children as they go
         except ChildProcessError:
-            return                  # no children left
-    os.killpg(0, signal.SIGKILL)
+            pass
+        if not [p for p in _proc_group(group) if p != me]:
+            return
+        time.sleep(0.01)
+    # whatever ignored SIGTERM (even a grandchild): SIGKILL, sparing ourselves
+    for pid in _proc_group(group):
+        if pid != me:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 LIFELINE_GRACE = 3.0
@@ -270,6 +295,14 @@ def _kill_group(proc: subprocess.Popen, sig) -> None:
         pass
 
 
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def _finalize(proc: subprocess.Popen, lifeline: Optional[int], owner: int) -> None:
     """Last resort (garbage collection, interpreter exit): kill the server's group. Only in
     the process that started it: a forked copy of the harness exiting must not."""
@@ -312,6 +345,10 @@ class Server:
             raise ServerError(str(e)) from None
         _check_port(port)
         _check_host(host)
+        if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)) \
+                or not 0 < startup_timeout <= 600:
+            raise ServerError(f"startup_timeout must be seconds between 0 and 600, not "
+                              f"{startup_timeout!r}")
         self.host, self.options, self.workload = host, options, workload
         self.port: Optional[int] = None
         self.url: Optional[str] = None
@@ -458,6 +495,10 @@ class Server:
         if leftover:
             raise ServerError(f"processes {leftover} of the {self.model} server survived "
                               "SIGKILL; this is a bug in netlab, please report it")
+        if self.port and _accepts(self.host, self.port):
+            raise ServerError(f"port {self.port} still accepts connections after the "
+                              f"{self.model} server stopped: a process it started left its "
+                              "process group (setsid, setpgid or start_new_session)")
         if died_early is not None and died_early not in (0, -signal.SIGTERM):
             raise ServerError(f"the {self.model} server had already exited with status "
                               f"{died_early}: {self._tail()}")

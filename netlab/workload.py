@@ -16,6 +16,15 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from . import http
+from .servers import NetlabError
+
+
+MAX_BACKEND_MS = 60_000        # a minute per request is already absurd for an experiment
+MAX_CPU_US = 10_000_000        # ten seconds of CPU per request, likewise
+
+
+class WorkloadError(NetlabError, ValueError):
+    """A workload knob out of range (a ValueError too, for code that expects one)."""
 
 
 @dataclass(frozen=True)
@@ -28,11 +37,15 @@ class Workload:
         # isfinite too: NaN passes "< 0" and then crashes the handler (int(nan)) or sleep()
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                    and v >= 0 for v in (self.backend_ms, self.cpu_us)):
-            raise ValueError("backend_ms and cpu_us must be zero or positive (and finite)")
+            raise WorkloadError("backend_ms and cpu_us must be zero or positive (and finite)")
+        if self.backend_ms > MAX_BACKEND_MS or self.cpu_us > MAX_CPU_US:
+            raise WorkloadError(f"backend_ms must be at most {MAX_BACKEND_MS} and cpu_us at "
+                                f"most {MAX_CPU_US}")
         if self.body_bytes is not None and not (isinstance(self.body_bytes, int) and
                                                 not isinstance(self.body_bytes, bool) and
                                                 0 <= self.body_bytes <= http.MAX_BYTES_ROUTE):
-            raise ValueError(f"body_bytes must be a whole number from 0 to {http.MAX_BYTES_ROUTE}")
+            raise WorkloadError(f"body_bytes must be a whole number from 0 to "
+                                f"{http.MAX_BYTES_ROUTE}")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -113,3 +113,20 @@ def test_port_in_use_gives_one_sentence(cli_server):
     assert "already in use" in out.stderr and "Traceback" not in out.stderr
     os.kill(p.pid, signal.SIGTERM)
     _stopped_cleanly(p, port)
+
+
+def test_serve_exits_nonzero_when_a_worker_dies(cli_server):
+    import psutil
+    p, port = cli_server("preforked", "--workers", "2")
+    deadline = time.monotonic() + 5
+    while len(psutil.Process(p.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    psutil.Process(p.pid).children()[0].kill()
+    assert p.wait(timeout=10) != 0
+    assert "killed by signal 9" in p.stderr.read()
+
+
+def test_serve_stops_cleanly_on_sighup(cli_server):
+    p, port = cli_server("epoll")
+    os.kill(p.pid, signal.SIGHUP)             # the terminal went away
+    _stopped_cleanly(p, port)

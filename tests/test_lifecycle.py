@@ -306,13 +306,6 @@ def returns_at_once(listen, app):
     return None
 
 
-def test_a_server_function_that_returns_is_reported():
-    srv = netlab.serve(returns_at_once)
-    deadline = time.monotonic() + 5
-    while srv.alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with pytest.raises(netlab.ServerError, match="returned: a server must keep serving"):
-        srv.stop()
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -370,3 +363,110 @@ def test_a_forked_copy_of_the_harness_exiting_does_not_stop_our_server():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60)
     assert "alive-after-fork-exit True" in out.stdout, out.stdout + out.stderr
+
+
+# --- found by the second review ----------------------------------------------------------------
+
+def test_reuseport_restarts_on_the_same_port_after_serving():
+    with netlab.serve("reuseport", workers=2) as a:
+        for _ in range(20):
+            get(a.port)                       # connection-per-request: TIME_WAIT behind us
+        port = a.port
+    with netlab.serve("reuseport", workers=2, port=port) as b:
+        assert get(b.port)[0] == 200
+
+
+@pytest.mark.parametrize("name,kw", [("preforked", {}), ("epoll", {"workers": 4}),
+                                     ("asyncio", {"workers": 4})])
+def test_repeated_quick_stops_leave_clean_logs(name, kw):
+    """A stop that lands while workers are still being forked must not leak tracebacks."""
+    for _ in range(8):
+        srv = netlab.serve(name, **kw)
+        get(srv.port)
+        srv.stop()
+        assert "Traceback" not in srv.log() and "Exception ignored" not in srv.log(), srv.log()
+
+
+def test_a_grandchild_that_ignores_sigterm_dies_with_a_killed_harness():
+    script = _harness_script("") + textwrap.dedent("""
+        import subprocess
+        def loop(listen, app):
+            subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 100 & wait"])
+            while True:
+                conn, _ = listen.accept()
+                netlab.handle_connection(conn, app)
+        srv = netlab.serve(loop)
+        time.sleep(0.5)
+        print(srv.pid, srv.port, flush=True)
+        time.sleep(60)
+    """)
+    harness = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        pid, port = map(int, harness.stdout.readline().split())
+        assert len(_proc_group(pid)) >= 3
+    finally:
+        harness.kill()
+        harness.wait()
+        harness.stdout.close()
+    deadline = time.monotonic() + 10
+    while _proc_group(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _proc_group(pid)
+
+
+def escaping_loop(listen, app):
+    if os.fork() == 0:
+        os.setpgid(0, 0)                      # leaves the server's process group
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        time.sleep(2)                         # ...and keeps the port for a while
+        os._exit(0)
+    student_loop(listen, app)
+
+
+def test_a_process_that_escaped_the_group_and_holds_the_port_is_reported():
+    srv = netlab.serve(escaping_loop)
+    time.sleep(0.3)
+    with pytest.raises(netlab.ServerError, match="still accepts connections"):
+        srv.stop()
+    time.sleep(2.5)                           # let the escaped process end before the leak check
+
+
+def exits_quietly(listen, app):
+    sys.exit(0)
+
+
+@pytest.mark.parametrize("fn,match", [(returns_at_once, "returned: a server must keep serving"),
+                                      (exits_quietly, "called sys.exit")])
+def test_a_server_function_that_ends_on_its_own_is_reported(fn, match):
+    srv = netlab.serve(fn)
+    deadline = time.monotonic() + 5
+    while srv.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(netlab.ServerError, match=match):
+        srv.stop()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(target="epoll", backend_ms=1e10), "at most"),
+    (dict(target="epoll", startup_timeout="5"), "startup_timeout must be"),
+])
+def test_more_misuse_is_one_sentence(kwargs, match):
+    with pytest.raises(netlab.NetlabError, match=match):
+        netlab.serve(**kwargs)
+
+
+@pytest.mark.parametrize("args,match", [
+    (("http://127.0.0.1:99999/",), "needs a URL"),
+    (("http://127.0.0.1:1/", "/a b"), "without spaces"),
+    (("http://127.0.0.1:1/", None, 0), "timeout must be"),
+])
+def test_fetch_misuse_is_one_sentence(args, match):
+    with pytest.raises(netlab.NetlabError, match=match):
+        netlab.fetch(*args)
+
+
+def test_workload_errors_are_netlab_errors_and_value_errors():
+    with pytest.raises(netlab.NetlabError):
+        netlab.Workload(backend_ms=-1)
+    with pytest.raises(ValueError):
+        netlab.Workload(cpu_us=float("nan"))

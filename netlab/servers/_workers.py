@@ -49,9 +49,9 @@ def fork_child(fn, *args, into: set) -> int:
         into.add(pid)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return pid
-    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     code = 0
-    try:
+    try:                        # from here on, never return into the parent's code
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         die_with_parent(parent)
         fn(*args)
     except SystemExit as e:

@@ -6,8 +6,12 @@ ready. The handler reads like the blocking one in ``_blocking.py``, plus ``await
 """
 
 import asyncio
+import os
+import signal
 
 from ._workers import run_workers
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if os.name == "posix" else ())
 
 
 async def _handle(reader, writer, app):
@@ -34,15 +38,29 @@ async def _handle(reader, writer, app):
         writer.close()
 
 
-async def _main(listen, app):
+async def _main(listen, app, held):
+    loop = asyncio.get_running_loop()
+    stopping = loop.create_future()
+    if held is not None:
+        # a stop signal becomes an event of the loop, not an exception thrown into whatever
+        # coroutine happens to be running
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, lambda: stopping.done() or stopping.set_result(None))
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     server = await asyncio.start_server(lambda r, w: _handle(r, w, app), sock=listen,
                                         limit=65536)
-    async with server:
-        await server.serve_forever()
+    await stopping                # then asyncio.run cancels the connections' tasks
+    if held is not None:          # one stop is enough: repeats (the group's SIGTERM, the
+        for sig in STOP_SIGNALS:  # supervisor's) must not hit a loop that is closing
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+    server.close()
 
 
 def _run(listen, app):
-    asyncio.run(_main(listen, app))
+    # hold stop signals until the loop can take them (they are delivered then, not lost)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if os.name == "posix" else None
+    asyncio.run(_main(listen, app, held))
 
 
 def serve(listen, app, workers=1):

@@ -23,6 +23,7 @@ def _worker(sock, others, app, edge):
 def _sibling(listen):
     """Another listening socket on the same address; SO_REUSEPORT joins it to the group."""
     s = socket.socket(listen.family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # restart despite TIME_WAIT
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind(listen.getsockname())
     s.listen(4096)
