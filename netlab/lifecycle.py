@@ -102,15 +102,12 @@ def url_of(host: str, port: int) -> str:
 _stop_requested = False
 
 
-STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if POSIX else [])
-
-
 def _stop_on_signal(signum, frame):
     """The first stop signal starts an orderly shutdown; repeats (the harness's killpg, the
     supervisor's own SIGTERM, PDEATHSIG) must not interrupt that shutdown halfway."""
     global _stop_requested
     _stop_requested = True
-    for sig in STOP_SIGNALS:
+    for sig in _workers.STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(0)
 
@@ -156,7 +153,7 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
         model = servers.get(target)
         model.check(spec.get("workers"), options)
         model.module            # import it now, so the first request does not pay for it
-    for sig in STOP_SIGNALS:
+    for sig in _workers.STOP_SIGNALS:
         signal.signal(sig, _stop_on_signal)
     if hasattr(signal, "SIGUSR1"):      # `kill -USR1 PID` prints where a stuck server is
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
@@ -183,7 +180,7 @@ def child_main() -> None:
         _workers.die_with_parent(spec["parent"])
     if spec.get("lifeline") is not None:
         # stop signals stay with the main thread (it must leave accept() to run the handler)
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _workers.STOP_SIGNALS)
         threading.Thread(target=_watch_lifeline, args=(spec["lifeline"],), daemon=True,
                          name="netlab-lifeline").start()
         signal.pthread_sigmask(signal.SIG_SETMASK, held)

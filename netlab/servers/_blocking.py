@@ -35,6 +35,30 @@ def accept(listen: socket.socket) -> socket.socket:
             raise
 
 
+def accept_waiting(listen: socket.socket, limit: int = 64) -> tuple:
+    """Non-blocking accept() for the event loops: take up to ``limit`` connections already
+    waiting (a burst, bounded so a flood cannot starve the connected clients).
+
+    Returns ``(sockets, out_of_fds)``; when out of fds, the loop should stop watching the
+    listening socket for a moment rather than be woken for it again and again.
+    """
+    socks = []
+    while len(socks) < limit:
+        try:
+            sock, _ = listen.accept()
+        except BlockingIOError:          # no more waiting (or another worker took it)
+            break
+        except OSError as e:
+            if e.errno == errno.ECONNABORTED:
+                continue
+            if e.errno in _FD_ERRORS:
+                warn_fd_limit(e)
+                return socks, True
+            raise
+        socks.append(sock)
+    return socks, False
+
+
 def warn_fd_limit(e: OSError) -> None:
     """Say once, in one sentence, what to do when accept() runs out of file descriptors."""
     global _fd_warned

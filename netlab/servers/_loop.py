@@ -8,11 +8,10 @@ pending, run backend timers. One thread, no blocking call except the wait itself
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 
-from ._blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
+from ._blocking import accept_waiting, close as close_socket
 from ._session import Session, Timers
 
 log = logging.getLogger("netlab.server")
@@ -21,7 +20,6 @@ log = logging.getLogger("netlab.server")
 # answer needs no translation; select() builds the same bits itself.
 READ, WRITE, ERROR, HANGUP, INVALID = 1, 4, 8, 16, 32
 GONE = ERROR | HANGUP | INVALID
-ACCEPT_BURST = 64                  # accepts per wake-up, so a flood cannot starve clients
 
 
 class Conn:
@@ -83,20 +81,11 @@ class EventLoop:
             self.close()
 
     def _accept(self) -> None:
-        for _ in range(ACCEPT_BURST):
-            try:
-                sock, _ = self.listen.accept()
-            except BlockingIOError:          # no more waiting (or another worker took it)
-                return
-            except OSError as e:
-                if e.errno == errno.ECONNABORTED:
-                    continue
-                if e.errno in _FD_ERRORS:    # out of fds: stop accepting for a moment
-                    warn_fd_limit(e)
-                    self.unregister(self.lfd)
-                    self.timers.call_later(0.1, self.register, self.lfd, READ)
-                    return
-                raise
+        socks, out_of_fds = accept_waiting(self.listen)
+        if out_of_fds:                       # stop accepting for a moment
+            self.unregister(self.lfd)
+            self.timers.call_later(0.1, self.register, self.lfd, READ)
+        for sock in socks:
             if self.fd_limit is not None and sock.fileno() >= self.fd_limit:
                 warn_fd_setsize(sock.fileno())
                 sock.close()

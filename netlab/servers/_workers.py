@@ -33,17 +33,18 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# what asks a server to stop: SIGTERM (the harness), SIGINT (Ctrl-C), SIGHUP (terminal gone)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if os.name == "posix" else ())
 
 
 def fork_child(fn, *args, into: set) -> int:
     """Fork; the child runs ``fn(*args)`` and exits without returning into the parent's code.
 
-    The child's pid is added to ``into`` with SIGTERM/SIGINT held, so a stop request arriving
+    The child's pid is added to ``into`` with the stop signals held, so a stop request arriving
     mid-fork cannot leave a child that the parent does not know about (and so never stops).
     """
     parent = os.getpid()
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     pid = os.fork()
     if pid:
         into.add(pid)

@@ -9,9 +9,7 @@ import asyncio
 import os
 import signal
 
-from ._workers import run_workers
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if os.name == "posix" else ())
+from ._workers import STOP_SIGNALS, run_workers
 
 
 async def _handle(reader, writer, app):

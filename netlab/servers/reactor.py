@@ -5,10 +5,9 @@ registered socket carries the event handler to call when it is ready: the Reacto
 (Schmidt, 1995), the shape of Java NIO's Selector loop, of libuv under Node.js, of mio under Tokio.
 """
 
-import errno
 import selectors
 
-from ._blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
+from ._blocking import accept_waiting, close as close_socket
 from ._session import Session, Timers
 from ._workers import run_workers
 
@@ -49,21 +48,12 @@ class Acceptor:
         reactor.want(listen, READ, self.on_event)
 
     def on_event(self, mask):
-        for _ in range(64):
-            try:
-                sock, _ = self.listen.accept()
-            except BlockingIOError:
-                return
-            except OSError as e:
-                if e.errno == errno.ECONNABORTED:
-                    continue
-                if e.errno not in _FD_ERRORS:
-                    raise
-                warn_fd_limit(e)             # out of fds: pause accepting for 100 ms
-                self.reactor.want(self.listen, 0, None)
-                self.reactor.timers.call_later(0.1, self.reactor.want, self.listen, READ,
-                                               self.on_event)
-                return
+        socks, out_of_fds = accept_waiting(self.listen)
+        if out_of_fds:                       # pause accepting for 100 ms
+            self.reactor.want(self.listen, 0, None)
+            self.reactor.timers.call_later(0.1, self.reactor.want, self.listen, READ,
+                                           self.on_event)
+        for sock in socks:
             HttpHandler(self.reactor, sock, self.app)
 
 
