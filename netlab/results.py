@@ -1,0 +1,241 @@
+"""Results as immutable records: what the load saw, what the server used, and what limited it.
+
+Every number netlab prints comes from one of these records, and every record carries the
+parameters and the machine it was measured with, so a table can be saved, reloaded and compared
+honestly (a saved run says where it came from; a fresh run says it is fresh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
+
+from .servers import NetlabError
+
+# how a request can fail, as the load generator (and the wrk/ab adapters) classify it
+ERROR_KINDS = ("refused", "reset", "timeout", "bad_status", "short_read", "other")
+
+# a side "was the limit" when it kept this share of the cores it had busy
+BUSY = 0.85
+
+SERVER_CPU, CLIENT_CPU, NEITHER = "server-cpu", "client-cpu", "neither"
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load run saw from the client side (netlab's generator, wrk or ab)."""
+    tool: str                      # "netlab", "wrk", "ab"
+    url: str
+    mode: str                      # "close" (a connection per request) or "keepalive"
+    concurrency: int
+    requests: int                  # answered with the expected status
+    errors: Mapping[str, int]      # kind (ERROR_KINDS) -> count
+    duration_s: float
+    rps: float                     # requests / duration_s
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    timeline: tuple = ()           # requests answered in each second of the run
+    client_cpu_s: float = float("nan")   # user + system CPU of the load generator
+    client_cores: float = 1.0      # cores the load generator could use
+    client_procs: int = 1
+    slow: int = 0                  # clients that sent their request in pieces
+    idle: int = 0                  # connections held open without a request
+    think_ms: float = 0.0
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def row(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("errors", "timeline", "params")}
+        d["errors"] = self.error_count
+        for kind in ERROR_KINDS:
+            d[f"err_{kind}"] = self.errors.get(kind, 0)
+        return d
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the server's whole process tree used during a run (sampled with psutil)."""
+    pid: int
+    seconds: float                 # wall time the monitor watched
+    cpu_user_s: float
+    cpu_sys_s: float
+    rss_peak_mb: float             # peak of the tree's summed RSS
+    rss_start_mb: float
+    uss_peak_mb: Optional[float]   # unique set size (memory only this tree uses), where known
+    pss_peak_mb: Optional[float]
+    procs_max: int
+    threads_max: int
+    fds_max: int
+    ctx_voluntary: int             # the process blocked: waited for I/O or a lock
+    ctx_involuntary: int           # the scheduler took the CPU away
+    samples: int
+    cores: float                   # cores the server could use (pinning, workers, the GIL)
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_user_s + self.cpu_sys_s
+
+    def row(self) -> dict:
+        d = {f"server_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("pid", "samples")}
+        d["server_cpu_s"] = self.cpu_s
+        return d
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured run: the server model and workload, the load, the server's usage, the verdict."""
+    model: str
+    workload: Mapping[str, object]           # backend_ms, cpu_us, body_bytes
+    load: LoadResult
+    server: Optional[Usage]
+    limited_by: str                          # server-cpu / client-cpu / neither
+    why: str                                 # the numbers behind limited_by, in one sentence
+    machine: Mapping[str, object] = field(default_factory=dict)
+    when: str = ""
+    repeat: int = 0
+
+    def row(self) -> dict:
+        d = {"model": self.model}
+        d.update(self.workload)
+        d.update(self.load.row())
+        if self.server is not None:
+            d.update(self.server.row())
+            n = max(self.load.requests, 1)
+            d["server_cpu_us_per_req"] = self.server.cpu_s / n * 1e6
+            d["ctx_per_req"] = (self.server.ctx_voluntary + self.server.ctx_involuntary) / n
+            conns = self.load.concurrency + self.load.idle
+            d["rss_kb_per_conn"] = ((self.server.rss_peak_mb - self.server.rss_start_mb)
+                                    * 1024 / max(conns, 1))
+        d["limited_by"] = self.limited_by
+        d["why"] = self.why
+        d["repeat"] = self.repeat
+        d["when"] = self.when
+        return d
+
+
+def limited_by(seconds: float, server_cpu_s: float, server_cores: float,
+               client_cpu_s: float, client_cores: float, cpus: Optional[int] = None):
+    """(verdict, why): which side's CPU limited a run, from each side's CPU against its cores.
+
+    A side that kept ≥ 85% of the cores it had busy was the limit. When neither did but the
+    two together filled the machine (server and client share unpinned cores), the busier side
+    is named. Otherwise the run waited, not computed: latency-bound ("neither").
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if not seconds or seconds <= 0:
+        return NEITHER, "the run took no measurable time"
+    s = server_cpu_s / seconds / max(server_cores, 1e-9)
+    c = client_cpu_s / seconds / max(client_cores, 1e-9)
+    machine = (server_cpu_s + client_cpu_s) / seconds / cpus
+    why = (f"server used {s:.0%} of its {server_cores:g} core(s), client {c:.0%} of its "
+           f"{client_cores:g}; the machine was {machine:.0%} busy")
+    if s != s or c != c:          # NaN: a side we could not measure
+        return NEITHER, why + " (one side was not measured)"
+    if s >= BUSY and s >= c:
+        return SERVER_CPU, why
+    if c >= BUSY:
+        return CLIENT_CPU, why
+    if machine >= BUSY:
+        return (SERVER_CPU if server_cpu_s >= client_cpu_s else CLIENT_CPU), \
+            why + " (they shared the cores)"
+    return NEITHER, why + ": time went to waiting, not computing"
+
+
+def percentile(sorted_values, q: float) -> float:
+    """The q-th percentile (0–100) of an already sorted sequence, nearest-rank (no interpolation:
+    p99.9 of 1,000 samples is the slowest one, which is what a tail-latency reader expects)."""
+    n = len(sorted_values)
+    if n == 0:
+        return float("nan")
+    k = max(0, min(n - 1, -(-q * n // 100) - 1))
+    return float(sorted_values[int(k)])
+
+
+def frame(records: Iterable):
+    """Records (Result, LoadResult, Usage or plain dicts) → one pandas DataFrame, a row each."""
+    import pandas as pd
+    rows = [r.row() if hasattr(r, "row") else dict(r) for r in records]
+    return pd.DataFrame(rows)
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def metadata(**params) -> dict:
+    """Everything a saved run must say about where it came from."""
+    from .env import machine
+    return {"machine": machine(), "git_commit": git_commit(),
+            "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "params": params}
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def save(records, name: str, directory=None, **params) -> Path:
+    """Write records as ``name.csv`` plus ``name.json`` (machine, kernel, Python, cores, netlab
+    version, git commit, parameters) under data/runs/ (or ``directory``). Returns the CSV path."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise NetlabError(f"a run name is letters, digits, '.', '-' and '_', not {name!r}")
+    df = records if hasattr(records, "to_csv") else frame(records)
+    d = Path(directory) if directory is not None else DATA_DIR / "runs"
+    d.mkdir(parents=True, exist_ok=True)
+    csv = d / f"{name}.csv"
+    df.to_csv(csv, index=False)
+    meta = metadata(**params)
+    meta["rows"] = len(df)
+    meta["columns"] = list(map(str, df.columns))
+    (d / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return csv
+
+
+def load(name_or_path) -> tuple:
+    """(DataFrame, metadata) of a saved run, by name (under data/runs/) or path to its CSV."""
+    import pandas as pd
+    p = Path(name_or_path)
+    if p.suffix != ".csv":
+        p = DATA_DIR / "runs" / f"{name_or_path}.csv"
+    if not p.exists():
+        raise NetlabError(f"no saved run at {p}: list them with `ls {p.parent}`")
+    meta_path = p.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return pd.read_csv(p), meta
+
+
+def spread_warning(values, threshold: float = 0.2) -> Optional[str]:
+    """A sentence when repeats disagree by more than ``threshold`` (max-min over median)."""
+    vals = sorted(v for v in values if v == v)
+    if len(vals) < 2:
+        return None
+    med = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    if med <= 0:
+        return None
+    spread = (vals[-1] - vals[0]) / med
+    if spread > threshold:
+        return (f"repeats disagree by {spread:.0%} (more than {threshold:.0%}): the machine is "
+                f"noisy; trust shapes and ratios, rerun with more repeats for single numbers")
+    return None
