@@ -1,0 +1,244 @@
+"""Watch a server's whole process tree while load runs: CPU, memory, processes, threads, fds and
+context switches, sampled with psutil from a background thread of the measuring process.
+
+Why a tree: the forking and pre-forked models do their work in children, and a model is only
+honestly measured with them. CPU time is exact even for children that came and went between
+samples (the kernel adds a reaped child's CPU to its parent's "children" counters); memory,
+threads, fds and context switches are what the samples saw, so a child that lived for less than
+one sampling interval is missed by those (not by CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Optional
+
+from .results import Usage
+from .servers import NetlabError
+
+MB = 1024 * 1024
+
+
+def _psutil():
+    try:
+        import psutil
+        return psutil
+    except ImportError:                                    # pragma: no cover
+        raise NetlabError("the monitor needs psutil: pip install psutil") from None
+
+
+def server_cores(server, cpus: Optional[int] = None) -> float:
+    """How many cores a server can keep busy: the cores it may run on, capped by its processes.
+
+    One Python process counts as one core whatever its threads (the GIL); models that work in
+    several processes (forking, pre-forked, reuseport, event loops with workers) get up to one
+    core per process.
+    """
+    psutil = _psutil()
+    cpus = cpus or os.cpu_count() or 1
+    try:
+        allowed = len(psutil.Process(server.pid if hasattr(server, "pid") else server)
+                      .cpu_affinity())
+    except (psutil.Error, AttributeError, TypeError, ValueError, OSError):
+        allowed = cpus
+    model = getattr(server, "model", None)
+    workers = getattr(server, "workers", 1) or 1
+    try:
+        from .servers import get
+        kind = get(model).workers if isinstance(model, str) else ""
+    except NetlabError:
+        kind = ""
+    if model == "forking":
+        return float(allowed)
+    if kind == "processes" or (workers > 1 and kind != "threads"):
+        return float(min(workers, allowed))
+    return float(min(getattr(server, "cores", 1) or 1, allowed))
+
+
+class Monitor:
+    """``with Monitor(srv) as mon: ...`` then ``mon.usage`` (a results.Usage).
+
+    ``interval`` is the sampling period; CPU totals do not depend on it, peaks do. USS/PSS
+    (which read /proc/PID/smaps, slow for big trees) are sampled at most every ``full_every``
+    seconds and only for trees of up to 64 processes.
+    """
+
+    def __init__(self, server, interval: float = 0.1, cores: Optional[float] = None,
+                 full_every: float = 0.5):
+        psutil = _psutil()
+        pid = server.pid if hasattr(server, "pid") else server
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            raise NetlabError(f"Monitor needs a running server or a process id, not {server!r}")
+        try:
+            self._root = psutil.Process(pid)
+        except psutil.Error:
+            raise NetlabError(f"no process {pid} to monitor: is the server running?") from None
+        if not (isinstance(interval, (int, float)) and 0.005 <= interval <= 10):
+            raise NetlabError(f"interval must be between 0.005 and 10 seconds, not {interval!r}")
+        self.pid = pid
+        self.interval, self.full_every = float(interval), float(full_every)
+        self.cores = float(cores) if cores else server_cores(server)
+        self.samples: list = []          # one dict per sample: t, cpu_s, rss_mb, procs, threads, fds
+        self.usage: Optional[Usage] = None
+        self._procs: dict = {}           # pid -> psutil.Process (cached: cpu_times needs the same object)
+        self._ctx_last: dict = {}        # pid -> (voluntary, involuntary) last seen
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._last_full = 0.0
+
+    # -- one sample -----------------------------------------------------------------------------
+    def _tree(self):
+        psutil = _psutil()
+        try:
+            kids = self._root.children(recursive=True)
+        except psutil.Error:
+            kids = []
+        procs = [self._root]
+        for k in kids:
+            procs.append(self._procs.setdefault(k.pid, k))
+        return procs
+
+    def _sample(self) -> dict:
+        psutil = _psutil()
+        now = time.monotonic()
+        procs = self._tree()
+        full = (len(procs) <= 64 and now - self._last_full >= self.full_every)
+        if full:
+            self._last_full = now
+        cpu_user = cpu_sys = rss = uss = pss = 0.0
+        threads = fds = alive = 0
+        seen = set()
+        for p in procs:
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    if p.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    cpu_user += t.user
+                    cpu_sys += t.system
+                    if p.pid == self.pid:     # reaped descendants, summed by the kernel
+                        cpu_user += t.children_user
+                        cpu_sys += t.children_system
+                    rss += p.memory_info().rss
+                    threads += p.num_threads()
+                    try:
+                        fds += p.num_fds()
+                    except (AttributeError, psutil.AccessDenied):
+                        pass
+                    c = p.num_ctx_switches()
+                    self._ctx_last[p.pid] = (c.voluntary, c.involuntary)
+                    if full:
+                        try:
+                            m = p.memory_full_info()
+                            uss += m.uss
+                            pss += getattr(m, "pss", 0.0)
+                        except (psutil.AccessDenied, AttributeError):
+                            full = False
+                    alive += 1
+                    seen.add(p.pid)
+            except psutil.Error:
+                continue
+        vol = sum(v for v, _ in self._ctx_last.values())
+        invol = sum(i for _, i in self._ctx_last.values())
+        s = dict(t=now, cpu_user=cpu_user, cpu_sys=cpu_sys, rss_mb=rss / MB, procs=alive,
+                 threads=threads, fds=fds, ctx_vol=vol, ctx_invol=invol,
+                 uss_mb=uss / MB if full else None, pss_mb=pss / MB if full and pss else None)
+        return s
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            s = self._sample()
+            if s["procs"]:
+                self.samples.append(s)
+
+    # -- start / stop ---------------------------------------------------------------------------
+    def start(self) -> "Monitor":
+        if self._thread is not None:
+            raise NetlabError("this monitor was already started; create a new one")
+        self._last_full = 0.0
+        first = self._sample()
+        if not first["procs"]:
+            raise NetlabError(f"process {self.pid} is gone: the server stopped before the run")
+        self.samples.append(first)
+        self._thread = threading.Thread(target=self._run, name="netlab-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> Usage:
+        if self._thread is None:
+            raise NetlabError("start the monitor before stopping it")
+        if self.usage is not None:
+            return self.usage
+        self._stop.set()
+        self._thread.join()
+        self._last_full = 0.0
+        last = self._sample()
+        if last["procs"]:
+            self.samples.append(last)
+        first, end = self.samples[0], self.samples[-1]
+
+        def peak(key):
+            vals = [s[key] for s in self.samples if s[key] is not None]
+            return max(vals) if vals else None
+
+        self.usage = Usage(
+            pid=self.pid, seconds=end["t"] - first["t"],
+            cpu_user_s=max(0.0, end["cpu_user"] - first["cpu_user"]),
+            cpu_sys_s=max(0.0, end["cpu_sys"] - first["cpu_sys"]),
+            rss_peak_mb=peak("rss_mb"), rss_start_mb=first["rss_mb"],
+            uss_peak_mb=peak("uss_mb"), pss_peak_mb=peak("pss_mb"),
+            procs_max=peak("procs"), threads_max=peak("threads"), fds_max=peak("fds"),
+            ctx_voluntary=max(0, end["ctx_vol"] - first["ctx_vol"]),
+            ctx_involuntary=max(0, end["ctx_invol"] - first["ctx_invol"]),
+            samples=len(self.samples), cores=self.cores)
+        return self.usage
+
+    def frame(self):
+        """The samples as a DataFrame (seconds since start), for timelines."""
+        import pandas as pd
+        df = pd.DataFrame(self.samples)
+        if len(df):
+            df["t"] -= df["t"].iloc[0]
+        return df
+
+    def __enter__(self) -> "Monitor":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None and self.usage is None:
+            self.stop()
+
+
+def pin(server, cpus) -> None:
+    """Pin every process of a server's tree to ``cpus``. Children forked later inherit it; the
+    tree is walked until it stops changing, since a pool may still be forking as we pin."""
+    psutil = _psutil()
+    pid = server.pid if hasattr(server, "pid") else server
+    cpus = list(cpus)
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        raise NetlabError(f"no process {pid} to pin: is the server running?") from None
+    done: set = set()
+    for _ in range(20):
+        try:
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return
+        todo = [p for p in procs if p.pid not in done]
+        if not todo and len(done) > 0:
+            return
+        for p in todo:
+            done.add(p.pid)
+            try:
+                p.cpu_affinity(cpus)
+                for t in p.threads():       # threads started before pinning keep their mask
+                    try:
+                        os.sched_setaffinity(t.id, cpus)
+                    except (OSError, AttributeError):
+                        pass
+            except (psutil.Error, AttributeError, ValueError, OSError):
+                pass
+        time.sleep(0.02)

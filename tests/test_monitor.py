@@ -1,0 +1,72 @@
+"""The monitor watches a server's whole process tree: children, threads, CPU, memory."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import netlab
+from netlab import NetlabError
+from netlab.monitor import Monitor, pin, server_cores
+
+
+def hammer(url, n, threads=4):
+    with ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(lambda _: netlab.fetch(url).status, range(n)))
+
+
+def test_monitor_sees_the_forking_models_children_and_their_cpu():
+    with netlab.serve("forking", cpu_us=2000, backend_ms=50) as srv:
+        with Monitor(srv, interval=0.02) as mon:
+            assert hammer(srv.url, 40, threads=8) == [200] * 40
+        u = mon.usage
+    # 8 clients, each request lives ≥ 50 ms in its own child: the samples must see children
+    assert u.procs_max >= 3
+    # 40 requests x 2 ms of CPU, spent in children that were reaped: still counted
+    assert u.cpu_s >= 40 * 0.002 * 0.8
+    assert u.cores == 2.0 or u.cores == float(len(__import__("os").sched_getaffinity(0)))
+
+
+def test_monitor_sees_threads_and_fds_of_the_threaded_model():
+    with netlab.serve("threaded", backend_ms=200) as srv:
+        with Monitor(srv, interval=0.02) as mon:
+            hammer(srv.url, 8, threads=8)
+        u = mon.usage
+    assert u.threads_max >= 5          # one thread per connection, 8 at once
+    assert u.fds_max >= 5
+    assert u.ctx_voluntary > 0
+    assert u.rss_peak_mb > 0 and u.samples >= 3
+    assert server_cores(srv) == 1.0    # one process: the GIL
+
+
+def test_monitor_counts_the_workers_of_a_preforked_server_as_cores():
+    with netlab.serve("preforked", workers=2) as srv:
+        assert server_cores(srv) == min(2, len(__import__("os").sched_getaffinity(0)))
+        with Monitor(srv) as mon:
+            hammer(srv.url, 20)
+        assert mon.usage.procs_max == 3            # the parent and two workers
+        df = mon.frame()
+        assert list(df.columns)[:3] == ["t", "cpu_user", "cpu_sys"] and df["t"].iloc[0] == 0
+
+
+def test_pin_moves_the_whole_tree():
+    import psutil
+    with netlab.serve("preforked", workers=2) as srv:
+        pin(srv, [0])
+        root = psutil.Process(srv.pid)
+        for p in [root] + root.children(recursive=True):
+            assert p.cpu_affinity() == [0]
+
+
+def test_monitor_refuses_what_it_cannot_watch():
+    with pytest.raises(NetlabError, match="running server"):
+        Monitor("epoll")
+    with pytest.raises(NetlabError, match="no process"):
+        Monitor(2**22 + 12345)
+    with netlab.serve("epoll") as srv:
+        m = Monitor(srv)
+    with pytest.raises(NetlabError, match="start the monitor"):
+        m.stop()
+    with pytest.raises(NetlabError, match="gone"):
+        m.start()
