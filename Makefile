@@ -16,8 +16,9 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
+# the solution copies are the ones that run; tests check the student copies match them
 test: setup
-	NETLAB_QUICK=1 $(PY) -m pytest tests notebooks $(NBVAL)
+	NETLAB_QUICK=1 $(PY) -m pytest tests notebooks/solutions $(NBVAL)
 
 setup: $(STAMP)
 
@@ -32,15 +33,18 @@ unit: setup
 	$(PY) -m pytest tests
 
 nbtest: setup
-	NETLAB_QUICK=1 $(PY) -m pytest notebooks $(NBVAL)
+	NETLAB_QUICK=1 $(PY) -m pytest notebooks/solutions $(NBVAL)
 
-# re-run every notebook in place so the committed outputs come from a real run (class mode)
+# re-run every solution notebook in place so the committed outputs come from a real run (class
+# mode), then write the students' copies from them; NB=notebooks/solutions/03-*.ipynb for one
+NB ?= notebooks/solutions/[0-9]*.ipynb
 notebooks: setup
-	for nb in notebooks/[0-9]*.ipynb; do \
+	for nb in $(NB); do \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	    --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
 	done
-	$(PY) tools/clean_notebooks.py notebooks/[0-9]*.ipynb
+	$(PY) tools/clean_notebooks.py $(NB)
+	$(PY) tools/student_copies.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache netlab.egg-info

@@ -1,22 +1,31 @@
-"""Committed notebooks: kernel `python3`, no widget state, no paths of the machine that ran them."""
+"""Committed notebooks: kernel `python3`, no widget state, no paths of the machine that ran them;
+students' copies generated from the solution copies and up to date."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+ROOT = Path(__file__).parent.parent
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]-*.ipynb"))
+STUDENTS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 ABSOLUTE_PATH = re.compile(r"(/root/|/home/\w|/Users/\w|/work/|[A-Z]:\\\\Users)")
+sys.path.insert(0, str(ROOT / "tools"))
+import student_copies  # noqa: E402
 
 
 def test_there_is_a_start_here_notebook():
-    assert NOTEBOOKS and NOTEBOOKS[0].name == "00-start-here.ipynb"
+    assert SOLUTIONS and SOLUTIONS[0].name == "00-start-here.ipynb"
+    assert [p.name for p in STUDENTS] == [p.name for p in SOLUTIONS]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", SOLUTIONS + STUDENTS,
+                         ids=[f"solutions/{p.name}" for p in SOLUTIONS] + [p.name for p in STUDENTS])
 def test_notebook_is_fit_to_commit(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
@@ -28,3 +37,44 @@ def test_notebook_is_fit_to_commit(path):
             assert out.get("output_type") != "error", f"{path.name}: a cell failed when run"
             text = json.dumps(out)
             assert not ABSOLUTE_PATH.search(text), f"{path.name}: output names a local path"
+
+
+def test_student_copies_are_generated_from_the_solutions_and_up_to_date():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "student_copies.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("path", STUDENTS, ids=[p.name for p in STUDENTS])
+def test_student_copies_hold_no_solution(path):
+    text = path.read_text(encoding="utf-8")
+    assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+
+
+def test_the_generator_keeps_the_scaffold_and_removes_the_answer():
+    nb = {"cells": [
+        {"cell_type": "code", "metadata": {}, "execution_count": 3, "outputs": [{"x": 1}],
+         "source": ["def serve(sock, app):\n", "    \"\"\"Your loop.\"\"\"\n",
+                    "    ### BEGIN SOLUTION\n", "    secret()\n", "    ### END SOLUTION\n",
+                    "    return 1"]},
+        {"cell_type": "code", "metadata": {"tags": ["solution"]}, "execution_count": 4,
+         "outputs": [], "source": ["answer = 42"]},
+        {"cell_type": "code", "metadata": {"tags": ["check"]}, "execution_count": 5,
+         "outputs": [{"text": "correct!"}], "source": ["assert answer == 42"]},
+        {"cell_type": "markdown", "metadata": {},
+         "source": ["Why?\n", "<!-- BEGIN SOLUTION -->\n", "Because.\n",
+                    "<!-- END SOLUTION -->\n", "Next."]},
+        {"cell_type": "code", "metadata": {}, "execution_count": 6, "outputs": [{"y": 2}],
+         "source": ["print('kept')"]},
+    ]}
+    out = student_copies.student_copy(nb)
+    c0, c1, c2, md, c4 = out["cells"]
+    assert "".join(c0["source"]) == ("def serve(sock, app):\n    \"\"\"Your loop.\"\"\"\n    "
+                                     + student_copies.TODO + "\n    return 1")
+    assert c0["outputs"] == [] and c0["execution_count"] is None
+    assert "".join(c1["source"]) == student_copies.TODO
+    assert c2["outputs"] == [] and "".join(c2["source"]) == "assert answer == 42"
+    assert "".join(md["source"]) == "Why?\nNext."
+    assert c4["outputs"] == [{"y": 2}]
+    with pytest.raises(ValueError):
+        student_copies._strip_code(["### BEGIN SOLUTION", "x"])
