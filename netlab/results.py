@@ -60,6 +60,16 @@ class LoadResult:
     def error_count(self) -> int:
         return sum(self.errors.values())
 
+    def summary(self) -> str:
+        """One line a student can read: what ran, how fast, how slow at the tail, what failed."""
+        errs = ", ".join(f"{v} {k}" for k, v in self.errors.items() if v)
+        extra = "".join(f", {n} {what}" for n, what in ((self.slow, "slow"), (self.idle, "idle"))
+                        if n)
+        return (f"{self.concurrency} clients{extra} ({'keep-alive' if self.mode == 'keepalive' else 'new connection each'}): "
+                f"{self.requests:,} ok in {self.duration_s:.2f} s = {self.rps:,.0f} req/s, "
+                f"p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms"
+                f"{', errors: ' + errs if errs else ''}")
+
     def row(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
              if f.name not in ("errors", "timeline", "params")}
@@ -111,6 +121,13 @@ class Result:
     machine: Mapping[str, object] = field(default_factory=dict)
     when: str = ""
     repeat: int = 0
+
+    def summary(self) -> str:
+        """The load's line plus the verdict and the numbers behind it."""
+        return f"{self.model} · {self.load.summary()}\n    limited by {self.limited_by}: {self.why}"
+
+    def __str__(self) -> str:
+        return self.summary()
 
     def row(self) -> dict:
         d = {"model": self.model}
