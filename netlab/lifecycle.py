@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from . import servers
 from .servers import NetlabError, _workers
@@ -322,12 +323,20 @@ def _close_fd(fd: Optional[int]) -> None:
 
 
 class Server:
-    """A running server: ``url``, ``host``, ``port``, ``pid``; a context manager that stops it."""
+    """A running server: ``url``, ``host``, ``port``, ``pid``; a context manager that stops it.
+
+    ``wrap`` runs the server under a command prefix, e.g. ``["strace", "-f", "-c", "-o", path]``
+    (tracing needs the tracer to start the server: attaching to a running one needs privileges).
+    The prefix's process is then ``pid``, the group leader; it gets the same SIGTERM on stop,
+    so it must outlive the server it wraps (strace -o blocks SIGTERM and writes its summary
+    when the server exits).
+    """
 
     def __init__(self, target: Union[str, Callable] = "epoll", *, host: str = "127.0.0.1",
                  port: int = 0, workers: Optional[int] = None, backend_ms: float = 0,
                  cpu_us: float = 0, body_bytes: Optional[int] = None,
-                 startup_timeout: float = 15.0, **options):
+                 startup_timeout: float = 15.0, wrap: Optional[Sequence[str]] = None,
+                 **options):
         if callable(target):
             check_function(target, options, workers)
             self.model = getattr(target, "__name__", "custom")
@@ -346,6 +355,13 @@ class Server:
                 or not 0 < startup_timeout <= 600:
             raise ServerError(f"startup_timeout must be seconds between 0 and 600, not "
                               f"{startup_timeout!r}")
+        if wrap is not None:
+            if isinstance(wrap, str) or not wrap or not all(isinstance(a, str) for a in wrap):
+                raise ServerError(f"wrap must be a command prefix as a list of strings, such as "
+                                  f"['strace', '-f'], not {wrap!r}")
+            if shutil.which(wrap[0]) is None:
+                raise ServerError(f"cannot wrap the server in {wrap[0]}: it is not installed")
+        self._wrap = list(wrap or ())
         self.host, self.options, self.workload = host, options, workload
         self.port: Optional[int] = None
         self.url: Optional[str] = None
@@ -363,7 +379,8 @@ class Server:
             raise ServerError("this server was already started; create a new one")
         spec = dict(self._spec, parent=os.getpid(),
                     # PDEATHSIG follows the thread that forks us: only trust the main thread
-                    die_with_parent=threading.current_thread() is threading.main_thread())
+                    die_with_parent=threading.current_thread() is threading.main_thread()
+                    and not self._wrap)     # a wrapped server's parent is the wrapper
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH")) if p)
         read_end = None
@@ -377,7 +394,7 @@ class Server:
         try:
             payload = _dumps(spec)
             self._log = tempfile.TemporaryFile()
-            self.proc = subprocess.Popen([sys.executable, "-m", "netlab._child"],
+            self.proc = subprocess.Popen(self._wrap + [sys.executable, "-m", "netlab._child"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self._log, env=env, close_fds=True, **kwargs)
         except BaseException:

@@ -1,0 +1,482 @@
+"""C10K: ten thousand idle connections cost an event loop a few hundred bytes each and leave its
+active clients' latency flat; the other models pay a thread each, stall, or refuse.
+
+How it shows it: per model, one server; helper processes (never the caller, whose own fd limit
+may be low: a Jupyter kernel) connect K idle clients that send nothing, for K growing. At each K,
+a few active clients (netlab.load, a connection per request) measure p50/p99 and errors, and the
+server is weighed: RSS, USS and PSS of its process tree, its threads and fds, and the kernel's
+memory (slab, or /proc/meminfo Slab where /proc/slabinfo is unreadable, and TCP buffer pages).
+Memory is per held connection: (at K) − (at K = 0) over the connections held. The kernel figure
+covers both ends of each loopback pair (the holder's socket and the server's). A model that
+cannot hold K (select past fd 1024, iterative stuck on its first idle client, a full backlog,
+the fd limit) gets a row with the reason, and larger K are not tried.
+
+One process holds at most its open-file limit (``ulimit -n``) of sockets and one source address
+~28k ephemeral ports: holders take ≤ 15,000 connections each, from 127.0.0.2, .3, ...; beyond
+one server process use ``models=("reuseport",)`` (workers are sized to K automatically).
+
+    python -m netlab c10k --models epoll,poll,threaded --held 0,1000,10000
+"""
+
+# Only the standard library at the top: the holder processes run this module (--hold).
+import argparse
+import errno
+import json
+import math
+import os
+import select
+import selectors
+import socket
+import subprocess
+import sys
+import time
+
+PER_HOLDER = 15_000          # connections per holder process (and per server process)
+WINDOW, GIVE_UP = 256, 64    # connects in flight; failed connects before a holder stops trying
+FAILS = ("timeout", "refused", "reset", "other", "gave_up")
+COLUMNS = ["model", "workers", "K", "held", "accepted", "closed", "failed", "p50_ms", "p99_ms",
+           "rps", "errors", "rss_kb_per_conn", "uss_kb_per_conn", "pss_kb_per_conn",
+           "kernel_kb_per_conn", "tcp_buf_kb_per_conn", "threads", "fds", "procs", "ok",
+           "reason"]
+
+
+# --- the holder: a helper process that opens idle connections and keeps them -----------------
+
+def _hold(host, port, source, connect_timeout):
+    """Obey stdin: each 'N' line means hold N in all; reply with the counts once done (a
+    repeated N is a report). Exit, closing everything, at EOF."""
+    try:
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ)
+    held, pending, buf, target, fails, due = set(), {}, b"", 0, 0, False
+    n = dict(attempted=0, refused=0, reset=0, timeout=0, other=0, closed=0, error="")
+    kinds = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset", errno.ETIMEDOUT: "timeout"}
+
+    def drop(s, kind):
+        n[kind] += 1
+        sel.unregister(s)
+        s.close()
+
+    while True:
+        while due and fails < GIVE_UP and len(pending) < WINDOW and n["attempted"] < target:
+            n["attempted"], s = n["attempted"] + 1, None
+            try:
+                s = socket.socket()
+                s.setblocking(False)
+                if source:          # any port, chosen at connect(): ~28k per address pair
+                    s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+                    s.bind((source, 0))
+                err = s.connect_ex((host, port))
+            except OSError as e:
+                err = e.errno
+            if err not in (0, errno.EINPROGRESS):       # out of fds or ports: say so, stop
+                n["other"], n["error"], fails = n["other"] + 1, f"holder: {os.strerror(err)}", GIVE_UP
+                if s:
+                    s.close()
+                break
+            sel.register(s, selectors.EVENT_WRITE)
+            pending[s] = time.monotonic() + connect_timeout
+        if due and not pending and (n["attempted"] >= target or fails >= GIVE_UP):
+            os.write(1, json.dumps(dict(n, held=len(held), gave_up=target - n["attempted"])).encode() + b"\n")
+            due = False
+        for key, _ in sel.select(0.05 if pending else None):
+            s = key.fileobj
+            if s == 0:
+                chunk = os.read(0, 4096)
+                if not chunk:                # the caller is done, or gone: release them all
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    target, fails, due = int(line), 0, True
+            elif s in pending:
+                del pending[s]
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    fails += 1
+                    drop(s, kinds.get(err, "other"))
+                else:
+                    sel.modify(s, selectors.EVENT_READ)
+                    held.add(s)
+            else:                            # an idle connection became readable: closed
+                try:
+                    if s.recv(1):
+                        continue             # the server said something; still held
+                except OSError:
+                    pass
+                held.discard(s)
+                drop(s, "closed")
+        now = time.monotonic()
+        for s in [s for s, t in pending.items() if t < now]:
+            del pending[s]
+            fails += 1
+            drop(s, "timeout")
+
+
+class Holders:
+    """Idle connections to host:port held by helper processes, ≤ PER_HOLDER each, each from its
+    own source address on Linux loopback (127.0.0.2, .3, ...). They exit when ``close()`` closes
+    their stdin, or when the caller dies (its end of the pipe closes with it)."""
+
+    def __init__(self, host, port, connect_timeout=1.0):
+        self.host, self.port, self.connect_timeout = host, port, connect_timeout
+        self.procs, self.shares = [], []
+
+    def grow(self, k, timeout=60.0) -> dict:
+        """Hold ``k`` in all (filling holder 0 first); their summed counts (also: a report)."""
+        from ..lifecycle import _PKG_PARENT
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (_PKG_PARENT, os.environ.get("PYTHONPATH")) if p))
+        while len(self.procs) * PER_HOLDER < k:
+            i = len(self.procs)
+            src = f"127.0.0.{2 + i}" if sys.platform.startswith("linux") and \
+                self.host.startswith("127.") else ""
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "netlab.experiments.c10k", "--hold", self.host,
+                 str(self.port), src, str(self.connect_timeout)], env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True))
+        self.shares = [min(PER_HOLDER, max(0, k - i * PER_HOLDER)) for i in range(len(self.procs))]
+        for p, share in zip(self.procs, self.shares):
+            p.stdin.write(b"%d\n" % share)
+            p.stdin.flush()
+        total, deadline = dict(error=""), time.monotonic() + timeout
+        for p in self.procs:
+            if not select.select([p.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("a holder process did not answer in time")
+            line = p.stdout.readline()                     # one line per request
+            if not line:
+                raise RuntimeError("a holder process died")
+            for key, v in json.loads(line).items():
+                total[key] = (total[key] + f" {v}" if v else total[key]) if key == "error" \
+                    else total.get(key, 0) + v
+        return total
+
+    def report(self) -> dict:
+        return self.grow(sum(self.shares))
+
+    def close(self):
+        for p in self.procs:
+            p.stdin.close()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+                p.wait()
+            p.stdout.close()
+        self.procs = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- what the server and the kernel use -------------------------------------------------------
+
+def server_usage(pid, full=True) -> dict:
+    """The server tree's RSS, USS, PSS (bytes), threads, fds, processes and distinct sockets."""
+    import psutil
+    root = psutil.Process(pid)
+    procs = [root] + root.children(recursive=True)
+    u = dict(rss=0, uss=0, pss=0, threads=0, fds=0, procs=0)
+    socks = set()
+    full = full and len(procs) <= 2000        # smaps is slow to read for big trees
+    for p in procs:
+        try:
+            with p.oneshot():
+                u["rss"] += p.memory_info().rss
+                u["threads"] += p.num_threads()
+                u["fds"] += p.num_fds()
+                if full:
+                    m = p.memory_full_info()
+                    u["uss"] += m.uss
+                    u["pss"] += getattr(m, "pss", math.nan)
+            u["procs"] += 1
+            for fd in os.listdir(f"/proc/{p.pid}/fd"):
+                link = os.readlink(f"/proc/{p.pid}/fd/{fd}")
+                if link.startswith("socket:"):
+                    socks.add(link)
+        except (psutil.Error, OSError):
+            pass
+    if not full:
+        u["uss"] = u["pss"] = math.nan
+    u["sockets"] = len(socks) if sys.platform.startswith("linux") else u["fds"]
+    return u
+
+
+def kernel_usage() -> dict:
+    """Kernel slab bytes (active objects in /proc/slabinfo if readable, else meminfo's Slab) and
+    TCP buffer bytes (/proc/net/sockstat); NaN where there is no /proc."""
+    out = dict(slab=math.nan, tcp_buf=math.nan)
+    try:
+        with open("/proc/slabinfo") as f:
+            rows = [ln.split() for ln in f.readlines()[2:]]
+        out["slab"] = sum(int(r[1]) * int(r[3]) for r in rows)
+    except (OSError, ValueError, IndexError):
+        try:
+            with open("/proc/meminfo") as f:
+                out["slab"] = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("Slab:"))
+        except (OSError, StopIteration):
+            pass
+    try:
+        with open("/proc/net/sockstat") as f:
+            tcp = next(ln.split() for ln in f if ln.startswith("TCP:"))
+        out["tcp_buf"] = int(tcp[tcp.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, StopIteration, ValueError):
+        pass
+    return out
+
+
+# --- the experiment ---------------------------------------------------------------------------
+
+def sizes() -> dict:
+    """Class sizes, or small ones in quick mode (NETLAB_QUICK): K up to 1,000, seconds."""
+    from ..env import quick_mode
+    if quick_mode():
+        return dict(held=(0, 100, 1000), active=4, duration=0.5, timeout=1.0)
+    return dict(held=(0, 1000, 5000, 10000), active=4, duration=2.0, timeout=2.0)
+
+
+def _fd_limit() -> int:
+    """Raise our soft open-file limit to the hard one (a server started next inherits it)."""
+    try:
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard if hard != resource.RLIM_INFINITY else 1 << 20
+    except (ImportError, ValueError, OSError):
+        return 1024
+
+
+def _settle(pid, seconds):
+    """Wait until the server's socket count stops changing (it has accepted or closed all)."""
+    last, same, deadline = -1, 0, time.monotonic() + seconds
+    while same < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        n = server_usage(pid, full=False)["sockets"]
+        same, last = (same + 1 if n == last else 0), n
+
+
+def _problems(got, accepted, srv, lr, timeout) -> list:
+    """What went wrong at this K, one clause each: the run's reason column."""
+    out, warn = [], [ln.split("WARNING", 1)[1].strip() for ln in srv.log().splitlines()
+                     if "WARNING" in ln][-1:]
+    if got.get("closed"):
+        out.append(f"the server closed {got['closed']:,} of them" + "".join(f" ({w})" for w in warn))
+    if accepted < got.get("held", 0) * 0.99 - 1:
+        out.append(f"the server accepted {max(accepted, 0):,} of the {got['held']:,} connected; "
+                   "the rest wait in its listen backlog")
+    fails = [f"{got[w]:,} {w.replace('_', ' ')}" for w in FAILS if got.get(w)]
+    if fails:
+        out.append("connects failed: " + ", ".join(fails) + (" (a full listen backlog drops "
+                   "them)" if got.get("timeout") else "") + got.get("error", ""))
+    kinds = ", ".join(f"{v:,} {e}" for e, v in lr.errors.items() if v)
+    if not lr.requests:
+        out.append(f"no active request succeeded: {kinds}" if kinds else
+                   f"no active request was answered within {timeout:g} s")
+    elif kinds:
+        out.append(f"{lr.error_count:,} active requests failed: {kinds}")
+    if not srv.alive:
+        out.append(f"the server died: {srv.log().strip()[-200:]}")
+    return out
+
+
+def _why_not(name, k, cap, nproc, need) -> str:
+    import psutil
+    if k > cap and name != "forking":
+        return (f"{nproc} server process(es) hold at most ~{cap:,} connections (ulimit -n); "
+                "use the reuseport model, with workers")
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+    except (OSError, ValueError):
+        pid_max = 32768
+    if name in ("forking", "threaded") and k > 0.8 * pid_max:
+        return f"a task per connection: {k:,} is beyond this machine's pid_max ({pid_max:,})"
+    if need > 0.5 * psutil.virtual_memory().available:
+        return f"it would need ~{need / 2**30:.1f} GiB more memory than is free"
+    return ""
+
+
+def _model_rows(name, held, active, duration, workers, timeout, progress) -> list:
+    """One server of model ``name``; K grows through ``held``; a row per K."""
+    from .. import load
+    from ..lifecycle import Server
+    from ..servers import NetlabError, get
+    model = get(name)
+    if model.reuseport and workers is None:        # enough processes for the largest K
+        workers = max(model.default_workers, -(-max(held) // PER_HOLDER))
+    nproc = (workers or 1) if model.workers == "processes" else 1
+    rows, stop, srv = [], model.reason, None
+
+    def row(k, **kw):
+        rows.append(dict(dict.fromkeys(COLUMNS, math.nan), **dict(
+            dict(model=name, workers=workers or 1, K=k, ok=False, reason=stop), **kw)))
+
+    try:
+        if stop:
+            raise NetlabError(stop)
+        cap = nproc * (_fd_limit() - 64)
+        srv = Server(name, workers=workers).start()
+        load.run(srv.url, active, duration=0.3, timeout=timeout)        # warm-up: not recorded
+        base, grown, conn, srv_held = server_usage(srv.pid), {}, 0, 0
+        with Holders(srv.host, srv.port, timeout) as holders:
+            for k in held:
+                need = (grown.get("uss", 0) + grown.get("slab", 0)) / max(conn, 1) * (k - conn)
+                why = stop or _why_not(name, k, cap, nproc, need)
+                if why:
+                    row(k, reason=why)
+                    continue
+                t0, got, accepted = time.monotonic(), {}, 0
+                if k:
+                    s0, k0 = server_usage(srv.pid), kernel_usage()
+                    holders.grow(k, timeout=20 + k / 500)
+                    _settle(srv.pid, min(60, 5 + k / 100))
+                    got, s1, k1 = holders.report(), server_usage(srv.pid), kernel_usage()
+                    for key, a, b in (("rss", s0, s1), ("uss", s0, s1), ("pss", s0, s1),
+                                      ("slab", k0, k1), ("tcp_buf", k0, k1)):
+                        grown[key] = grown.get(key, 0) + b[key] - a[key]
+                    accepted = s1["sockets"] - base["sockets"]
+                    conn, srv_held = got["held"], max(0, min(got["held"], accepted))
+                lr = load.run(srv.url, active, duration=duration, timeout=timeout)
+                problems = _problems(got, accepted, srv, lr, timeout)
+                s = server_usage(srv.pid) if srv.alive else dict.fromkeys(base, math.nan)
+                per = lambda key, n: grown[key] / n / 1024 if k and n >= 10 else math.nan  # noqa: E731
+                row(k, held=srv_held if k else 0, accepted=accepted, closed=got.get("closed", 0),
+                    failed=sum(got.get(w, 0) for w in FAILS), p50_ms=lr.p50_ms,
+                    p99_ms=lr.p99_ms, rps=lr.rps, errors=lr.error_count,
+                    rss_kb_per_conn=per("rss", srv_held), uss_kb_per_conn=per("uss", srv_held),
+                    pss_kb_per_conn=per("pss", srv_held), kernel_kb_per_conn=per("slab", conn),
+                    tcp_buf_kb_per_conn=per("tcp_buf", conn), threads=s["threads"],
+                    fds=s["fds"], procs=s["procs"], ok=not problems, reason="; ".join(problems))
+                if progress:
+                    print(f"{name} K={k:,}: held {srv_held:,}, p99 {lr.p99_ms:.1f} ms "
+                          f"({time.monotonic() - t0:.1f} s) {rows[-1]['reason']}", file=sys.stderr)
+                if problems and k or not srv.alive:
+                    stop = f"not tried: it could not hold {k:,}"
+    except NetlabError as e:                       # unavailable, or the server would not start
+        for k in held[len(rows):]:
+            row(k, reason=str(e))
+    finally:
+        if srv is not None:
+            srv.stop(check=False)
+    return rows
+
+
+def run(models=("epoll",), held=None, active=None, duration=None, *, workers=None,
+        timeout=None, progress=False):
+    """A row per model and K in ``held``: what holding K idle connections cost the server and
+    the kernel, and what ``active`` clients (each ``duration`` s) saw meanwhile. ``ok`` is False
+    with a ``reason`` when the model could not hold K or answer its active clients."""
+    import pandas as pd
+    from ..servers import NetlabError, get
+    d = sizes()
+    active, duration, timeout = active or d["active"], duration or d["duration"], timeout or d["timeout"]
+    models = [models] if isinstance(models, str) else list(models)
+    held = sorted(set(d["held"] if held is None else [held] if isinstance(held, int) else held))
+    if not models or not held or any(isinstance(k, bool) or not isinstance(k, int) or
+                                     not 0 <= k <= 200_000 for k in held):
+        raise NetlabError(f"c10k needs models and held counts from 0 to 200,000, not {held!r}")
+    for m in models:
+        get(m)                                    # an unknown name is one sentence, up front
+    rows = [r for m in models
+            for r in _model_rows(m, held, active, duration, workers, timeout, progress)]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs.update(active=active, duration=duration, kernel_memory="slabinfo" if os.access(
+        "/proc/slabinfo", os.R_OK) else "meminfo Slab")
+    return df
+
+
+def plot(df):
+    """Active clients' p99 against idle connections held (log x), and memory per connection."""
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (model, g) in enumerate(df.groupby("model", sort=False)):
+        c, rest = f"C{i}", g[g["K"] > 0]
+        good, bad = rest[rest["ok"]], rest[~rest["ok"].astype(bool)]
+        a1.plot(good["K"], good["p99_ms"], "o-", color=c, label=model)
+        a1.plot(bad["K"], bad["p99_ms"].fillna(bad["p99_ms"].max()), "x", color=c, ms=9)
+        base = g.loc[g["K"] == 0, "p99_ms"].dropna()
+        if len(base):
+            a1.axhline(base.iloc[0], color=c, ls=":", lw=1)
+        h = rest[rest["held"] > 0]
+        a2.plot(h["K"], h["uss_kb_per_conn"].fillna(h["rss_kb_per_conn"]), "o-", color=c,
+                label=f"{model}: server (USS)")
+        a2.plot(h["K"], h["kernel_kb_per_conn"], "s--", color=c, mfc="white",
+                label=f"{model}: kernel, both ends")
+    a1.set(xscale="log", xlabel="idle connections held", ylabel="active clients' p99 (ms)",
+           title="latency (dotted: none held; x: could not hold)")
+    a2.set(xscale="log", yscale="log", xlabel="idle connections held",
+           ylabel="kB per held connection", title="memory per held connection")
+    for ax in (a1, a2):
+        ax.legend(fontsize="small")
+    fig.suptitle(f"C10K: {df.attrs.get('active', '?')} active clients (a connection per request) "
+                 "while K idle connections are held", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+# --- command line: python -m netlab c10k ------------------------------------------------------
+
+def _counts(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts separated by commas, not {text!r}")
+
+
+def _arguments(p):
+    p.add_argument("--models", default="epoll", help="comma-separated, e.g. epoll,poll,threaded")
+    p.add_argument("--held", type=_counts, help="idle connections, e.g. 0,1000,10000")
+    p.add_argument("--active", type=int, help="active clients measuring latency (default 4)")
+    p.add_argument("--duration", type=float, help="seconds of active load per point")
+    p.add_argument("--workers", type=int, help="server processes (reuseport: sized to K)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _cmd(args) -> int:
+    df = run(args.models.split(","), args.held, args.active, args.duration, workers=args.workers,
+             progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+        return 0
+    cols = ["model", "K", "held", "p50_ms", "p99_ms", "errors", "uss_kb_per_conn",
+            "kernel_kb_per_conn", "threads", "fds"]
+    print(df[cols].round(2).to_string(index=False))
+    for r in df[df["reason"] != ""].itertuples():
+        print(f"{r.model} K={r.K:,}: {r.reason}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Add ``c10k`` to netlab's command line."""
+    p = subparsers.add_parser("c10k", help="hold K idle connections; latency and memory per model")
+    _arguments(p)
+    p.set_defaults(func=_cmd)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--hold"]:                   # a holder process (see Holders)
+        host, port, source, t = argv[1:5]
+        _hold(host, int(port), source, float(t))
+        return 0
+    from ..servers import NetlabError
+    p = argparse.ArgumentParser(prog="python -m netlab c10k", description=__doc__.split("\n")[0])
+    _arguments(p)
+    try:
+        return _cmd(p.parse_args(argv))
+    except NetlabError as e:
+        print(f"netlab: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
