@@ -3,7 +3,8 @@
 Concurrency: N threads, each serving one connection at a time. No thread creation per
 connection, but idle threads queue on the accept lock: each connection costs a lock hand-off
 (futex wake-ups, context switches), and N slow clients stall the pool. ``lock=False`` drops the
-mutex and lets the kernel arbitrate accept() itself, for comparison.
+mutex and lets the kernel arbitrate accept() itself, for comparison. ``lock`` may also be a
+lock object of your own (the acceptlock experiment passes one that counts its waits).
 """
 
 import contextlib
@@ -22,7 +23,9 @@ def _worker(listen, app, lock):
 
 
 def serve(listen, app, workers=DEFAULT_WORKERS, lock=True):
-    mutex = threading.Lock() if lock else contextlib.nullcontext()
+    mutex = lock                  # a lock object of your own is used as it is
+    if isinstance(lock, bool):
+        mutex = threading.Lock() if lock else contextlib.nullcontext()
     threads = [threading.Thread(target=_worker, args=(listen, app, mutex), daemon=True)
                for _ in range(workers)]
     for t in threads:

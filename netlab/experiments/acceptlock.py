@@ -1,0 +1,307 @@
+"""Accept-lock contention: a pre-threaded pool takes turns on accept() under one mutex.
+
+The claim (course notes, pre-threaded pool): the mutex around accept() is contended, and the
+scheduler still has work to do. This runs the ``prethreaded`` model's own code, its mutex one
+that counts its waits, across pool sizes under a fixed load (concurrent clients, a connection per
+request) and reports per connection: thread-time spent waiting for the lock, the share of
+acquisitions that found it taken, the server's context switches and CPU, and the throughput with
+what limited it. ``lock=False`` is the same pool with no mutex, for comparison.
+
+What it shows: every thread not serving a connection queues on the lock (its holder sits in
+accept()), so the time waited per connection grows with the pool (about idle threads divided by
+throughput) and most acquisitions find the lock taken. Not all: CPython's lock is not fair, and
+a thread back from a connection can take it before the waiter woken for it runs. Each hand-off
+is a futex wake and then the GIL, which is cheap next to the interpreter's own work per
+connection: context switches and throughput differ between lock and no lock by less than the
+run-to-run noise of a shared two-core VM. The contention is real but, here, not what limits the
+server (each row says what did, in ``limited_by``).
+
+The server runs in its own process group; asked on stdin, it answers with its lock counts and
+getrusage() (every thread), so only the load's window is counted. Closing its stdin ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from ..servers import NetlabError
+
+POOL_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def sizes() -> dict:
+    """Class sizes, or small ones in quick mode (NETLAB_QUICK)."""
+    from ..env import quick_mode
+    if quick_mode():
+        return dict(pool_sizes=(1, 4, 16), connections=300, concurrency=8)
+    return dict(pool_sizes=POOL_SIZES, connections=2000, concurrency=8)
+
+
+class CountingLock:
+    """A mutex that counts acquisitions, those that found it taken, and the thread-time spent
+    waiting for it — waits still in progress included, so any window can be measured."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._book = threading.Lock()             # guards the counts, held only briefly
+        self._waiting = {}                        # thread id -> when it began to wait
+        self.acquired = self.waited = 0
+        self.wait_s = 0.0
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):   # taken: wait, and time it
+            me, t0 = threading.get_ident(), time.perf_counter()
+            with self._book:
+                self._waiting[me] = t0
+            self._lock.acquire()
+            with self._book:
+                del self._waiting[me]
+                self.wait_s += time.perf_counter() - t0
+                self.waited += 1
+        self.acquired += 1                        # we hold the lock: no race
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+    def snapshot(self) -> dict:
+        with self._book:
+            now = time.perf_counter()
+            ongoing = sum(now - t for t in self._waiting.values())
+            return dict(acquired=self.acquired, waited=self.waited, wait_s=self.wait_s + ongoing)
+
+
+# -- in the measured server's process ---------------------------------------------------------
+
+def _report(lock) -> None:
+    """Answer each line on stdin with our counts; at end-of-stdin, exit."""
+    import resource
+    while sys.stdin.readline():
+        ru = resource.getrusage(resource.RUSAGE_SELF)   # every thread of this process
+        snap = lock.snapshot() if lock else {}
+        print(json.dumps(dict(snap, vol=ru.ru_nvcsw, invol=ru.ru_nivcsw,
+                              cpu=ru.ru_utime + ru.ru_stime)), flush=True)
+    os._exit(0)
+
+
+def _server_main() -> None:
+    from ..lifecycle import open_listener
+    from ..servers import _workers, prethreaded
+    from ..workload import App, Workload
+    spec = json.loads(sys.argv[1])
+    _workers.die_with_parent(spec["parent"])
+    listen = open_listener("127.0.0.1", 0)
+    lock = CountingLock() if spec["lock"] else False
+    threading.Thread(target=_report, args=(lock,), daemon=True).start()
+    print(json.dumps(dict(port=listen.getsockname()[1])), flush=True)
+    prethreaded.serve(listen, App(Workload(backend_ms=spec["backend_ms"])),
+                      workers=spec["pool"], lock=lock)
+
+
+# -- in the caller: start it, load it, ask it -------------------------------------------------
+
+_CHILD = "from netlab.experiments.acceptlock import _server_main; _server_main()"
+REQUEST = b"GET / HTTP/1.1\r\nHost: netlab\r\nConnection: close\r\n\r\n"
+
+
+def _ask(proc, deadline: float, question: str = "") -> dict:
+    if question:
+        proc.stdin.write(question)
+        proc.stdin.flush()
+    fd = proc.stdout.fileno()
+    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        raise NetlabError("the measured prethreaded server did not answer in time")
+    line = proc.stdout.readline()
+    if not line:
+        raise NetlabError(f"the measured prethreaded server died: {proc.stderr.read()[-300:]}")
+    return json.loads(line)
+
+
+def _drive(port: int, connections: int, concurrency: int, deadline: float) -> dict:
+    """``concurrency`` client threads, one request per connection, until ``connections``."""
+    tickets, results = itertools.count(), []
+
+    def client():
+        ok = bad = 0
+        while next(tickets) < connections and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    s.sendall(REQUEST)
+                    with s.makefile("rb") as f:
+                        good = f.read().startswith(b"HTTP/1.1 200")   # read to the close
+            except OSError:
+                good = False
+            ok, bad = ok + good, bad + (not good)
+        results.append((ok, bad))
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return dict(served=sum(r[0] for r in results), errors=sum(r[1] for r in results),
+                seconds=time.perf_counter() - t0, client_cpu_s=time.process_time() - cpu0)
+
+
+def measure(pool: int, lock: bool, connections: int, concurrency: int,
+            backend_ms: float = 0.0, timeout: float = 120.0) -> dict:
+    """One pool size: start the server, load it, return one row."""
+    from ..results import limited_by
+    from .herd import python_child
+    spec = dict(pool=pool, lock=lock, backend_ms=backend_ms, parent=os.getpid())
+    deadline = time.monotonic() + timeout
+    proc = python_child(_CHILD, spec, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+    try:
+        port = _ask(proc, deadline)["port"]
+        before = _ask(proc, deadline, "?\n")
+        load = _drive(port, connections, concurrency, deadline)
+        after = _ask(proc, deadline, "?\n")
+    finally:
+        try:
+            proc.stdin.close()                    # it exits at end-of-stdin
+            proc.wait(3)
+        except (OSError, subprocess.TimeoutExpired, KeyboardInterrupt):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)   # not reaped yet: the group is ours
+            proc.wait()
+        finally:
+            proc.stdout.close()
+            proc.stderr.close()
+    n = max(load["served"], 1)
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    verdict, why = limited_by(load["seconds"], d["cpu"], 1.0, load["client_cpu_s"], 1.0)
+    return dict(pool=pool, lock=lock, concurrency=concurrency, backend_ms=backend_ms,
+                connections=connections, served=load["served"], errors=load["errors"],
+                seconds=load["seconds"], rps=load["served"] / load["seconds"],
+                lock_wait_us_per_conn=d.get("wait_s", 0.0) / n * 1e6,
+                waited=d.get("waited", 0),
+                waited_share=d.get("waited", 0) / max(d.get("acquired", 0), 1),
+                ctx_vol_per_conn=d["vol"] / n, ctx_invol_per_conn=d["invol"] / n,
+                server_cpu_us_per_conn=d["cpu"] / n * 1e6, server_cpu_s=d["cpu"],
+                client_cpu_s=load["client_cpu_s"], limited_by=verdict, why=why)
+
+
+def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_ms=0.0):
+    """One row per pool size (per lock setting, if ``lock=(True, False)``): lock wait per
+    connection (µs), acquisitions that waited, context switches and server CPU per connection,
+    throughput, and what limited it. Defaults: class sizes, or quick ones (NETLAB_QUICK)."""
+    import pandas as pd
+    d = sizes()
+    pool_sizes = tuple(pool_sizes or d["pool_sizes"])
+    connections = connections or d["connections"]
+    concurrency = concurrency or d["concurrency"]
+    locks = (lock,) if isinstance(lock, bool) else tuple(lock)
+    for name, v, top in [("pool size", n, 1024) for n in pool_sizes] + [
+            ("connections", connections, 100000), ("concurrency", concurrency, 1000)]:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+            raise NetlabError(f"{name} must be a whole number from 1 to {top}, not {v!r}")
+    if not locks or not all(isinstance(v, bool) for v in locks):
+        raise NetlabError(f"lock must be True, False or (True, False), not {lock!r}")
+    return pd.DataFrame([measure(n, lk, connections, concurrency, backend_ms)
+                         for lk in locks for n in pool_sizes])
+
+
+def plot(df):
+    """Lock wait per connection, context switches per connection and throughput against pool
+    size (log x), with and without the lock."""
+    import matplotlib.pyplot as plt
+    if not len(df):
+        raise NetlabError("nothing to plot: the table is empty")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("lock_wait_us_per_conn", "time waiting for the accept lock\nper connection (µs)"),
+              ("ctx_vol_per_conn", "voluntary context switches\nper connection"),
+              ("rps", "throughput (connections / s)"))
+    for ax, (col, label) in zip(axes, panels):
+        for lk, g in df.groupby("lock", sort=False):
+            g = g.sort_values("pool")
+            ax.plot(g["pool"], g[col], "o-", label="with the lock" if lk else "no lock")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("threads in the pool (log)")
+        ax.set_title(label, fontsize="small")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    limits = "/".join(sorted(df["limited_by"].unique()))
+    fig.suptitle(f"Accept-lock contention: prethreaded pool, {int(df['concurrency'].iloc[0])} "
+                 f"clients, a connection per request (limited by: {limits})", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+# -- command line: python -m netlab acceptlock ... --------------------------------------------
+
+def _sizes(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}")
+
+
+def _arguments(p):
+    d = sizes()
+    p.add_argument("--pool-sizes", type=_sizes, default=d["pool_sizes"], metavar="N,N,...",
+                   help="threads in the pool (default %s)" % ",".join(map(str, d["pool_sizes"])))
+    p.add_argument("--connections", type=int, default=d["connections"],
+                   help="connections per pool size")
+    p.add_argument("--concurrency", type=int, default=d["concurrency"], help="client threads")
+    p.add_argument("--no-lock", action="store_true", help="no mutex around accept()")
+    p.add_argument("--both", action="store_true", help="with and without the lock")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+TABLE = {"pool": "pool", "lock": "lock", "served": "served", "lock_wait_us_per_conn":
+         "lock wait µs/conn", "waited_share": "had to wait", "ctx_vol_per_conn": "vol ctx/conn",
+         "ctx_invol_per_conn": "invol ctx/conn", "rps": "conn/s", "limited_by": "limited by"}
+
+
+def _cmd(args) -> int:
+    lock = (True, False) if args.both else not args.no_lock
+    df = run(args.pool_sizes, args.connections, lock, args.concurrency)
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+        return 0
+    print(table(df))
+    return 0
+
+
+def table(df) -> str:
+    """The rows as a plain-text table (what the CLI prints)."""
+    fmt = {"lock wait µs/conn": "{:.0f}".format, "had to wait": "{:.0%}".format,
+           "conn/s": "{:.0f}".format}
+    return (f"prethreaded pool, {df['concurrency'].iloc[0]} clients, a connection per request\n"
+            + df[list(TABLE)].rename(columns=TABLE).to_string(index=False, formatters=fmt,
+                                                              float_format="{:.2f}".format))
+
+
+def add_cli(subparsers) -> None:
+    """Add ``acceptlock`` to netlab's command line."""
+    p = subparsers.add_parser("acceptlock", help="accept-lock contention against pool size")
+    _arguments(p)
+    p.set_defaults(func=_cmd)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m netlab acceptlock",
+                                description=__doc__.split("\n")[0])
+    _arguments(p)
+    try:
+        return _cmd(p.parse_args(argv))
+    except NetlabError as e:
+        print(f"netlab: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The accept-lock experiment: the prethreaded pool's lock waits counted, with and without it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import matplotlib
+import pytest
+
+from netlab.experiments import acceptlock
+from netlab.servers import NetlabError
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402   (imported here: its fds are not a test's leak)
+
+
+@pytest.fixture(scope="module")
+def df():
+    """Quick sizes, with and without the lock (and matplotlib's font files opened once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NETLAB_QUICK", "1")
+        table = acceptlock.run(lock=(True, False))
+    fig = acceptlock.plot(table)
+    fig.canvas.draw()
+    plt.close(fig)
+    return table
+
+
+def test_one_row_per_pool_size_and_lock_setting(df, monkeypatch):
+    monkeypatch.setenv("NETLAB_QUICK", "1")
+    sizes = acceptlock.sizes()["pool_sizes"]
+    assert len(df) == 2 * len(sizes)
+    for lock in (True, False):
+        assert list(df[df["lock"] == lock]["pool"]) == list(sizes)
+
+
+def test_every_connection_served(df):
+    assert (df["served"] == df["connections"]).all()
+    assert (df["errors"] == 0).all()
+    assert (df["rps"] > 0).all()
+
+
+def test_lock_waits_are_counted_with_a_pool_and_absent_without_the_lock(df):
+    locked = df[df["lock"]]
+    assert (locked[locked["pool"] >= 4]["lock_wait_us_per_conn"] > 0).all()
+    assert (locked[locked["pool"] >= 4]["waited"] > 0).all()
+    assert (locked[locked["pool"] == 1]["waited"] == 0).all()      # one thread: never waits
+    unlocked = df[~df["lock"]]
+    assert (unlocked["lock_wait_us_per_conn"] == 0).all() and (unlocked["waited"] == 0).all()
+
+
+def test_waiting_grows_with_the_pool(df):
+    locked = df[df["lock"]].sort_values("pool")
+    waits = list(locked["lock_wait_us_per_conn"])
+    assert waits[-1] > waits[0]
+
+
+def test_rows_say_what_limited_them(df):
+    assert set(df["limited_by"]) <= {"server-cpu", "client-cpu", "neither"}
+    assert (df["ctx_vol_per_conn"] >= 0).all() and (df["server_cpu_s"] > 0).all()
+
+
+def test_plot_returns_a_figure(df):
+    fig = acceptlock.plot(df)
+    assert len(fig.axes) == 3 and fig.axes[0].get_xscale() == "log"
+    plt.close(fig)
+
+
+def test_counting_lock_counts_waits_in_progress_and_done():
+    lock = acceptlock.CountingLock()
+    held = threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            time.sleep(0.1)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    waiter = threading.Thread(target=lambda: lock.__enter__() or lock.__exit__())
+    waiter.start()
+    time.sleep(0.05)
+    assert lock.snapshot()["wait_s"] > 0.02            # still waiting: counted already
+    t.join()
+    waiter.join()
+    snap = lock.snapshot()
+    assert snap["acquired"] == 2 and snap["waited"] == 1 and 0.03 < snap["wait_s"] < 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(pool_sizes=(0,)), dict(connections=True),
+                                    dict(lock="yes"), dict(concurrency=-1)])
+def test_bad_arguments_are_one_sentence(kwargs):
+    with pytest.raises(NetlabError):
+        acceptlock.run(**kwargs)
+
+
+def test_cli_json_and_table(capsys):
+    assert acceptlock.main(["--pool-sizes", "1,4", "--connections", "40", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["pool"] for r in rows] == [1, 4] and all(r["lock"] for r in rows)
+    assert acceptlock.main(["--pool-sizes", "2", "--connections", "40", "--no-lock"]) == 0
+    out = capsys.readouterr().out
+    assert "lock wait" in out and "False" in out
+    with pytest.raises(SystemExit):
+        acceptlock.main(["--pool-sizes", "1,x"])
