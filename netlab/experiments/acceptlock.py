@@ -11,10 +11,11 @@ What it shows: every thread not serving a connection queues on the lock (its hol
 accept()), so the time waited per connection grows with the pool (about idle threads divided by
 throughput) and most acquisitions find the lock taken. Not all: CPython's lock is not fair, and
 a thread back from a connection can take it before the waiter woken for it runs. Each hand-off
-is a futex wake and then the GIL, which is cheap next to the interpreter's own work per
-connection: context switches and throughput differ between lock and no lock by less than the
-run-to-run noise of a shared two-core VM. The contention is real but, here, not what limits the
-server (each row says what did, in ``limited_by``).
+is a futex wake and then the GIL: with the lock, a connection usually costs more context switches
+(measured here, pools of 8+: about 2.5–5 voluntary against 1.5–2.5 without, and twice the
+involuntary ones), though a busy shared VM can blur that. Throughput moves less than the run-to-run
+noise: next to the interpreter's own work per connection the hand-off is cheap, so the contention
+is real but not what limits this server (each row says what did, in ``limited_by``).
 
 The server runs in its own process group; asked on stdin, it answers with its lock counts and
 getrusage() (every thread), so only the load's window is counted. Closing its stdin ends it.
