@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import json
 import logging
 import os
 import pickle
@@ -158,6 +159,8 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
         signal.signal(sig, _stop_on_signal)
     if hasattr(signal, "SIGUSR1"):      # `kill -USR1 PID` prints where a stuck server is
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    if spec.get("stats") and hasattr(signal, "SIGUSR2"):
+        _answer_usage(spec["stats"])
     listen = open_listener(spec["host"], spec["port"], reuseport=bool(model and model.reuseport))
     try:
         app = App(workload)
@@ -170,6 +173,31 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
             model.run(listen, app, spec.get("workers"), **options)
     finally:
         listen.close()
+
+
+def _answer_usage(path: str) -> None:
+    """`kill -USR2 PID` makes the server write its getrusage() to ``path``: its threads, living
+    and ended, and its reaped children. /proc only shows what is alive now, so a monitor asks
+    here for the context switches of a thread-per-connection server's finished threads and a
+    forking server's finished children."""
+    import resource
+    me, seq = os.getpid(), [0]
+
+    def answer(signum, frame):
+        if os.getpid() != me:           # a forked worker inherited this handler
+            return
+        seq[0] += 1
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), \
+            resource.getrusage(resource.RUSAGE_CHILDREN)
+        data = {"seq": seq[0], "pid": me}
+        for name, r in (("self", own), ("children", kids)):
+            data[name] = dict(user=r.ru_utime, sys=r.ru_stime, voluntary=r.ru_nvcsw,
+                              involuntary=r.ru_nivcsw)
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f)
+        os.replace(path + ".tmp", path)
+
+    signal.signal(signal.SIGUSR2, answer)
 
 
 def child_main() -> None:
@@ -301,17 +329,28 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
-def _finalize(proc: subprocess.Popen, lifeline: Optional[int], owner: int) -> None:
+def _finalize(proc: subprocess.Popen, lifeline: Optional[int], owner: int,
+              stats: Optional[str] = None) -> None:
     """Last resort (garbage collection, interpreter exit): kill the server's group. Only in
     the process that started it: a forked copy of the harness exiting must not."""
     if os.getpid() != owner:
         return
     _close_fd(lifeline)
+    _remove(stats)
     if proc.poll() is None:
         _kill_group(proc, signal.SIGKILL)
         proc.wait()
     elif POSIX:
         _kill_group(proc, signal.SIGKILL)
+
+
+def _remove(path: Optional[str]) -> None:
+    for p in (path, path and path + ".tmp"):
+        if p:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
 
 
 def _close_fd(fd: Optional[int]) -> None:
@@ -372,6 +411,7 @@ class Server:
         self._log = None
         self._lifeline: Optional[int] = None
         self._stopped = False
+        self.stats_path: Optional[str] = None     # where the server answers usage questions
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> "Server":
@@ -389,6 +429,10 @@ class Server:
             read_end, self._lifeline = os.pipe()
             spec["lifeline"] = read_end
             kwargs = dict(start_new_session=True, pass_fds=(read_end,))
+            if not self._wrap:          # a wrapper's pid is not the server's: no usage answers
+                fd, self.stats_path = tempfile.mkstemp(prefix="netlab-usage-", suffix=".json")
+                os.close(fd)
+                spec["stats"] = self.stats_path
         else:
             kwargs = dict(creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
         try:
@@ -406,7 +450,7 @@ class Server:
         finally:
             _close_fd(read_end)
         self._finalizer = weakref.finalize(self, _finalize, self.proc, self._lifeline,
-                                           os.getpid())
+                                           os.getpid(), self.stats_path)
         try:
             self.proc.stdin.write(payload)
             self.proc.stdin.close()
@@ -526,6 +570,7 @@ class Server:
                 pipe.close()
         _close_fd(self._lifeline)
         self._lifeline = None
+        _remove(self.stats_path)
         if not self._log.closed:
             self._final_log = self.log()
             self._log.close()

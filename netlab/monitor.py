@@ -3,14 +3,20 @@ context switches, sampled with psutil from a background thread of the measuring 
 
 Why a tree: the forking and pre-forked models do their work in children, and a model is only
 honestly measured with them. CPU time is exact even for children that came and went between
-samples (the kernel adds a reaped child's CPU to its parent's "children" counters); memory,
-threads, fds and context switches are what the samples saw, so a child that lived for less than
-one sampling interval is missed by those (not by CPU).
+samples (the kernel adds a reaped child's CPU to its parent's "children" counters). Context
+switches are counted per thread by the kernel and /proc shows only live threads, so for a
+netlab server the monitor asks the server itself (SIGUSR2: it answers with getrusage, which
+includes its ended threads and reaped children) at the start and the end of a run. Memory,
+threads and fds are what the samples saw: a child that lived for less than one sampling
+interval is missed by those.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import signal
 import threading
 import time
 from typing import Optional
@@ -57,6 +63,67 @@ def server_cores(server, cpus: Optional[int] = None) -> float:
     return float(min(getattr(server, "cores", 1) or 1, allowed))
 
 
+def _task_ctx(proc) -> tuple:
+    """(voluntary, involuntary) context switches of every live thread of a process (psutil's
+    num_ctx_switches reads only the main thread's /proc/PID/status)."""
+    vol = invol = 0
+    try:
+        tasks = os.listdir(f"/proc/{proc.pid}/task")
+    except OSError:
+        c = proc.num_ctx_switches()
+        return c.voluntary, c.involuntary
+    for tid in tasks:
+        try:
+            with open(f"/proc/{proc.pid}/task/{tid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"voluntary_ctxt_switches"):
+                        vol += int(line.split()[1])
+                    elif line.startswith(b"nonvoluntary_ctxt_switches"):
+                        invol += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return vol, invol
+
+
+def _signal_main_thread(pid: int, sig: int) -> None:
+    """Deliver ``sig`` to the process's main thread, the one that runs Python signal handlers
+    (a process-directed signal may land on a thread blocked elsewhere and wait there)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.tgkill(pid, pid, sig) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.kill(pid, sig)
+
+
+def ask_usage(server, timeout: float = 1.0) -> Optional[dict]:
+    """The server's own getrusage (self, and reaped children), or None if it cannot answer."""
+    path = getattr(server, "stats_path", None)
+    if not path or not getattr(server, "alive", False) or not hasattr(signal, "SIGUSR2"):
+        return None
+
+    def read():
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    old = (read() or {}).get("seq", 0)
+    try:
+        _signal_main_thread(server.pid, signal.SIGUSR2)
+    except OSError:
+        return None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = read()
+        if data and data.get("seq", 0) > old:
+            return data
+        time.sleep(0.005)
+    return None
+
+
 class Monitor:
     """``with Monitor(srv) as mon: ...`` then ``mon.usage`` (a results.Usage).
 
@@ -67,6 +134,7 @@ class Monitor:
 
     def __init__(self, server, interval: float = 0.1, cores: Optional[float] = None,
                  full_every: float = 0.5):
+        self.server = server
         psutil = _psutil()
         pid = server.pid if hasattr(server, "pid") else server
         if not isinstance(pid, int) or isinstance(pid, bool):
@@ -100,7 +168,7 @@ class Monitor:
             procs.append(self._procs.setdefault(k.pid, k))
         return procs
 
-    def _sample(self) -> dict:
+    def _sample(self, ctx: bool = False) -> dict:
         psutil = _psutil()
         now = time.monotonic()
         procs = self._tree()
@@ -127,8 +195,8 @@ class Monitor:
                         fds += p.num_fds()
                     except (AttributeError, psutil.AccessDenied):
                         pass
-                    c = p.num_ctx_switches()
-                    self._ctx_last[p.pid] = (c.voluntary, c.involuntary)
+                    if ctx and p.pid != self.pid:
+                        self._ctx_last[p.pid] = _task_ctx(p)
                     if full:
                         try:
                             m = p.memory_full_info()
@@ -140,8 +208,18 @@ class Monitor:
                     seen.add(p.pid)
             except psutil.Error:
                 continue
-        vol = sum(v for v, _ in self._ctx_last.values())
-        invol = sum(i for _, i in self._ctx_last.values())
+        vol = invol = None
+        if ctx:
+            self._ctx_last = {pid: c for pid, c in self._ctx_last.items() if pid in seen}
+            answer = ask_usage(self.server)
+            if answer:                   # the root's own count: ended threads, reaped children
+                vol = sum(answer[k]["voluntary"] for k in ("self", "children"))
+                invol = sum(answer[k]["involuntary"] for k in ("self", "children"))
+            elif self.pid in seen:
+                vol, invol = _task_ctx(self._root)
+            if vol is not None:
+                vol += sum(v for v, _ in self._ctx_last.values())
+                invol += sum(i for _, i in self._ctx_last.values())
         s = dict(t=now, cpu_user=cpu_user, cpu_sys=cpu_sys, rss_mb=rss / MB, procs=alive,
                  threads=threads, fds=fds, ctx_vol=vol, ctx_invol=invol,
                  uss_mb=uss / MB if full else None, pss_mb=pss / MB if full and pss else None)
@@ -158,7 +236,7 @@ class Monitor:
         if self._thread is not None:
             raise NetlabError("this monitor was already started; create a new one")
         self._last_full = 0.0
-        first = self._sample()
+        first = self._sample(ctx=True)
         if not first["procs"]:
             raise NetlabError(f"process {self.pid} is gone: the server stopped before the run")
         self.samples.append(first)
@@ -174,7 +252,7 @@ class Monitor:
         self._stop.set()
         self._thread.join()
         self._last_full = 0.0
-        last = self._sample()
+        last = self._sample(ctx=True)
         if last["procs"]:
             self.samples.append(last)
         first, end = self.samples[0], self.samples[-1]
@@ -190,8 +268,8 @@ class Monitor:
             rss_peak_mb=peak("rss_mb"), rss_start_mb=first["rss_mb"],
             uss_peak_mb=peak("uss_mb"), pss_peak_mb=peak("pss_mb"),
             procs_max=peak("procs"), threads_max=peak("threads"), fds_max=peak("fds"),
-            ctx_voluntary=max(0, end["ctx_vol"] - first["ctx_vol"]),
-            ctx_involuntary=max(0, end["ctx_invol"] - first["ctx_invol"]),
+            ctx_voluntary=max(0, (end["ctx_vol"] or 0) - (first["ctx_vol"] or 0)),
+            ctx_involuntary=max(0, (end["ctx_invol"] or 0) - (first["ctx_invol"] or 0)),
             samples=len(self.samples), cores=self.cores)
         return self.usage
 

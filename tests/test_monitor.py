@@ -1,5 +1,6 @@
 """The monitor watches a server's whole process tree: children, threads, CPU, memory."""
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,3 +71,27 @@ def test_monitor_refuses_what_it_cannot_watch():
         m.stop()
     with pytest.raises(NetlabError, match="gone"):
         m.start()
+
+
+def test_context_switches_of_ended_threads_and_reaped_children_are_counted():
+    # psutil alone sees only live threads' switches (and only the main thread's): the server
+    # answers for the threads and children that already ended
+    for name in ("threaded", "forking"):
+        with netlab.serve(name) as srv:
+            with Monitor(srv) as mon:
+                hammer(srv.url, 100)
+            assert mon.usage.ctx_voluntary >= 100 * 0.5, (name, mon.usage)
+            path = srv.stats_path
+            assert path and os.path.exists(path)
+        assert not os.path.exists(path)          # the answer file goes with the server
+
+
+def test_ask_usage_answers_only_for_a_running_netlab_server():
+    from netlab.monitor import ask_usage
+    with netlab.serve("epoll") as srv:
+        a = ask_usage(srv)
+        b = ask_usage(srv)
+        assert a["pid"] == srv.pid and b["seq"] == a["seq"] + 1
+        assert set(a["self"]) == {"user", "sys", "voluntary", "involuntary"}
+    assert ask_usage(srv) is None
+    assert ask_usage(12345) is None
