@@ -1,0 +1,364 @@
+"""netlab.external: the wrk/ab adapters (on recorded outputs and live) and the real peers."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import netlab
+from netlab import external
+from netlab.http import HELLO
+from netlab.lifecycle import _proc_group
+from netlab.results import ERROR_KINDS, LoadResult
+
+from conftest import LINUX, port_listening
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not LINUX, reason="peers and load tools are tested on Linux")
+
+
+def needs(tool):
+    return pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} is not installed")
+
+
+def peer_params():
+    for name, spec in external.PEERS.items():
+        marks = [needs(spec.tool)] if spec.tool else []
+        if name == "java":
+            marks.append(pytest.mark.skipif(
+                shutil.which("javac") is None and external._java_classes() is None,
+                reason="javac is not installed"))
+        yield pytest.param(name, marks=marks, id=name)
+
+
+def text(name):
+    return (DATA / name).read_text()
+
+
+def nan(x):
+    return isinstance(x, float) and math.isnan(x)
+
+
+def gone(pgid, port, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _proc_group(pgid) and not port_listening(port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# parse_wrk / parse_ab on recorded outputs: the numbers exactly as printed
+# ---------------------------------------------------------------------------------------------
+
+def test_parse_wrk_keepalive_with_latency_distribution():
+    r = external.parse_wrk(text("wrk-keepalive-latency.txt"))
+    assert isinstance(r, LoadResult)
+    assert (r.tool, r.url, r.mode, r.concurrency) == ("wrk", "http://127.0.0.1:8181/",
+                                                      "keepalive", 10)
+    assert r.requests == 31290 and r.error_count == 0
+    assert set(r.errors) == set(ERROR_KINDS)
+    assert r.duration_s == pytest.approx(31290 / 15625.14)
+    assert r.rps == pytest.approx(15625.14)
+    assert r.mean_ms == pytest.approx(0.79646)
+    assert (r.p50_ms, r.p90_ms, r.p99_ms) == pytest.approx((0.605, 1.46, 4.57))
+    assert r.max_ms == pytest.approx(8.99)
+    assert nan(r.p999_ms)
+    assert r.client_cores == 1
+
+
+def test_parse_wrk_close_without_latency_has_no_percentiles():
+    r = external.parse_wrk(text("wrk-close.txt"), mode="close")
+    assert (r.mode, r.concurrency, r.client_cores) == ("close", 10, 2)
+    assert r.requests == 11576 and r.error_count == 0
+    assert r.rps == pytest.approx(5746.96)
+    assert r.mean_ms == pytest.approx(1.71) and r.max_ms == pytest.approx(12.93)
+    assert all(nan(x) for x in (r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms))
+
+
+def test_parse_wrk_errors_map_onto_netlab_kinds():
+    r = external.parse_wrk(text("wrk-errors.txt"))
+    # 8340 completed, 2780 of them 404: those are bad_status, not requests
+    assert r.requests == 8340 - 2780
+    assert r.errors["bad_status"] == 2780
+    assert r.errors["short_read"] == 1390            # wrk's read errors (the resets)
+    assert r.error_count == 2780 + 1390
+    assert r.params["wrk_errors"] == {"connect": 0, "read": 1390, "write": 0, "status": 2780,
+                                      "timeout": 0}
+    assert r.p50_ms == pytest.approx(0.538) and r.p99_ms == pytest.approx(8.47)
+    assert r.rps == pytest.approx(5560 / (8340 / 8308.23))
+
+
+def test_parse_ab_keepalive_text_and_percentile_file():
+    out = text("ab-keepalive.txt")
+    r = external.parse_ab(out)
+    assert (r.tool, r.url, r.mode, r.concurrency) == ("ab", "http://127.0.0.1:8181/",
+                                                      "keepalive", 10)
+    assert r.requests == 1000 and r.error_count == 0
+    assert r.params["keepalive_requests"] == 1000
+    assert r.rps == pytest.approx(16321.73)
+    assert r.mean_ms == pytest.approx(0.613)
+    # the text table: whole milliseconds
+    assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms) == (1.0, 1.0, 1.0, 1.0)
+    assert nan(r.p999_ms)
+    # the -e file refines them
+    r = external.parse_ab(out, percentiles_csv=text("ab-keepalive.csv"))
+    assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms) == (0.595, 0.708, 1.107, 1.440)
+    assert nan(r.p999_ms)
+
+
+def test_parse_ab_close():
+    r = external.parse_ab(text("ab-close.txt"))
+    assert r.mode == "close" and r.params["keepalive_requests"] is None
+    assert r.requests == 500 and r.error_count == 0
+    assert r.duration_s == pytest.approx(500 / 2725.97)
+    assert r.mean_ms == pytest.approx(3.668)
+    assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms) == (3.0, 8.0, 10.0, 10.0)
+
+
+def test_parse_ab_counts_each_failure_once():
+    # 300 complete: 85 were 404s, 43 were reset; ab also counts those 128 as Length failures
+    # and the resets again as Exceptions (see tests/data/README.md)
+    r = external.parse_ab(text("ab-errors.txt"))
+    assert r.requests == 172
+    assert r.errors == {"refused": 0, "reset": 43, "timeout": 0, "bad_status": 85,
+                        "short_read": 0, "other": 0}
+    assert r.params["ab_failed"]["length"] == 128
+
+
+@pytest.mark.parametrize("parse", [external.parse_wrk, external.parse_ab])
+def test_parsers_refuse_other_text(parse):
+    with pytest.raises(netlab.NetlabError, match="not (wrk|ab)'s output"):
+        parse("Hello from netlab!\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments, safety and missing tools: no tool needed for these
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda: external.wrk("http://10.1.2.3:80/"),
+    lambda: external.wrk("http://example.com/"),
+    lambda: external.ab("http://192.168.1.1/", requests=10),
+], ids=["wrk-ip", "wrk-name", "ab-ip"])
+def test_non_loopback_targets_are_refused(call):
+    with pytest.raises(netlab.NetlabError, match="loopback targets only") as e:
+        call()
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(duration=0), "duration"),
+    (dict(duration=601), "duration"),
+    (dict(concurrency=0), "concurrency"),
+    (dict(concurrency=10, threads=11), "threads"),
+    (dict(timeout=-1), "timeout"),
+    (dict(cpus=[10_000]), "cpus"),
+    (dict(cpus=[]), "cpus"),
+])
+def test_wrk_bad_arguments_are_one_sentence(kwargs, match):
+    with pytest.raises(netlab.NetlabError, match=match) as e:
+        external.wrk("http://127.0.0.1:9/", **kwargs)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("url, kwargs, match", [
+    ("http://127.0.0.1:9/", dict(requests=10_000_001), "requests"),
+    ("http://127.0.0.1:9/", dict(requests=0), "requests"),
+    ("http://127.0.0.1:9/", dict(requests=10, concurrency=11), "concurrency"),
+    ("127.0.0.1:9", {}, "URL like"),
+    ("ftp://127.0.0.1/", {}, "URL like"),
+    ("http://127.0.0.1:99999/", {}, "URL like"),
+])
+def test_ab_bad_arguments_are_one_sentence(url, kwargs, match):
+    with pytest.raises(netlab.NetlabError, match=match):
+        external.ab(url, **kwargs)
+
+
+def test_missing_tools_say_how_to_install(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(netlab.NetlabError) as e:
+        external.wrk("http://127.0.0.1:9/")
+    assert str(e.value) == ("wrk is not installed: apt-get install wrk "
+                            "(netlab.load.run measures without it)")
+    with pytest.raises(netlab.NetlabError, match=r"^ab is not installed: apt-get install "
+                       r"apache2-utils \(netlab.load.run measures without it\)$"):
+        external.ab("http://127.0.0.1:9/")
+    for name, tool in (("nginx", "nginx"), ("node", "node"), ("java", "java")):
+        with pytest.raises(netlab.NetlabError, match=rf"^{tool} is not installed: apt-get "):
+            external.PEERS[name].factory()
+    rows = {name: (ok, why) for name, ok, why in external.available_peers()}
+    assert rows["http.server"] == (True, "")
+    assert rows["nginx"] == (False, "nginx is not installed: apt-get install nginx")
+    assert not rows["node"][0] and not rows["java"][0]
+
+
+def test_missing_tool_on_path(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(netlab.NetlabError, match="^wrk is not installed"):
+        external.wrk("http://127.0.0.1:9/")
+
+
+def test_peer_table():
+    assert set(external.PEERS) == {"nginx", "node", "java", "http.server"}
+    for name, (factory, tool, description) in external.PEERS.items():
+        assert callable(factory) and description
+        assert tool is None or tool in netlab.env.TOOLS
+    assert [row[0] for row in external.available_peers()] == list(external.PEERS)
+
+
+def test_peer_files_are_package_data():
+    for name in ("hello.mjs", "NioServer.java", "nginx.conf.template", "wrk-report.lua",
+                 "watchdog.py"):
+        assert (external.PEERS_DIR / name).is_file()
+    # the peers answer with netlab's body, spelled out in their own language
+    assert HELLO == b"Hello from netlab!\n"
+    assert "'Hello from netlab!\\n'" in (external.PEERS_DIR / "hello.mjs").read_text()
+    assert '"Hello from netlab!\\n"' in (external.PEERS_DIR / "NioServer.java").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers: start, answer, stop, leave nothing
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(peer_params()))
+def test_peer_serves_and_leaves_nothing(name):
+    with external.PEERS[name].factory() as srv:
+        assert srv.model == name and srv.alive
+        assert srv.url == f"http://127.0.0.1:{srv.port}/" and srv.host == "127.0.0.1"
+        reply = netlab.fetch(srv.url)
+        assert reply.status == 200 and reply.body == HELLO
+        assert srv.pid in _proc_group(srv.pid)
+        assert srv.cpu_seconds() >= 0
+        pid, port = srv.pid, srv.port
+    assert not srv.alive
+    assert _proc_group(pid) == []
+    assert not port_listening(port)
+    srv.stop()                      # twice is fine
+
+
+@pytest.mark.parametrize("name", list(peer_params()))
+def test_abandoned_peer_is_stopped(name):
+    srv = external.PEERS[name].factory()
+    pid, port = srv.pid, srv.port
+    assert port_listening(port)
+    del srv
+    gc.collect()
+    assert gone(pid, port)
+
+
+def test_peer_is_stopped_when_the_harness_dies():
+    """A harness killed outright (no finalizers) still takes its peers down: the watchdog."""
+    code = ("import os, signal; from netlab import external\n"
+            "p = external.http_server()\n"
+            "print(p.pid, p.port, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, env=env)
+    pid, port = map(int, out.stdout.split())
+    assert gone(pid, port, timeout=8), f"http.server {pid} survived its harness"
+
+
+@needs("nginx")
+def test_nginx_workers_body_and_port():
+    with external.nginx(workers=2, body=5000) as srv:
+        assert len(_proc_group(srv.pid)) == 3           # master and two workers
+        reply = netlab.fetch(srv.url, "/any/path")
+        assert reply.status == 200 and reply.body == b"x" * 5000
+    with external.nginx(body='say "$1" \\ done\n') as srv:
+        assert netlab.fetch(srv.url).body == b'say "$1" \\ done\n'
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        with pytest.raises(netlab.NetlabError, match="already in use"):
+            external.nginx(port=busy.getsockname()[1])
+    finally:
+        busy.close()
+
+
+@needs("java")
+@pytest.mark.skipif(shutil.which("javac") is None and external._java_classes() is None,
+                    reason="javac is not installed")
+def test_java_pipelining_partial_writes_and_close():
+    with external.java() as srv:
+        n = 3000                    # ~300 KB of answers: more than a socket buffer takes at once
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+            time.sleep(0.3)         # let the server fill the socket and wait on OP_WRITE
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")          # HTTP/1.0: then it closes
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == n + 1
+        assert data.count(HELLO) == n + 1
+        assert data.endswith(b"Connection: close\r\n\r\n" + HELLO)
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk and ab, live, against a netlab server
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def epoll_server():
+    with netlab.serve("epoll") as srv:
+        yield srv
+
+
+def check_clean(r: LoadResult, tool, mode):
+    assert r.tool == tool and r.mode == mode and r.concurrency == 10
+    assert r.requests > 0 and r.error_count == 0, r.errors
+    assert r.duration_s > 0 and r.rps == pytest.approx(r.requests / r.duration_s)
+    assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms <= r.max_ms
+    assert r.client_cpu_s > 0 and r.client_procs == 1
+
+
+@needs("wrk")
+@pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "close"])
+def test_wrk_against_netlab(epoll_server, keepalive):
+    before = os.sched_getaffinity(0)
+    cpus = [max(before)] if keepalive else None
+    r = external.wrk(epoll_server.url, concurrency=10, duration=1, keepalive=keepalive,
+                     cpus=cpus)
+    check_clean(r, "wrk", "keepalive" if keepalive else "close")
+    assert r.p99_ms <= r.p999_ms <= r.max_ms            # exact, from wrk's histogram
+    assert r.client_cores == 1 and r.params["cpus"] == cpus
+    assert os.sched_getaffinity(0) == before            # pinning wrk did not pin us
+
+
+@needs("wrk")
+def test_wrk_finds_nothing_listening():
+    port = external._free_port()
+    with pytest.raises(netlab.NetlabError, match="nothing listening"):
+        external.wrk(f"http://127.0.0.1:{port}/", duration=1)
+
+
+@needs("ab")
+@pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "close"])
+def test_ab_against_netlab(epoll_server, keepalive):
+    url = epoll_server.url.rstrip("/")                  # ab needs a path: the adapter adds it
+    r = external.ab(url, requests=200, concurrency=10, keepalive=keepalive)
+    check_clean(r, "ab", "keepalive" if keepalive else "close")
+    assert r.requests == 200 and r.params["complete"] == 200
+    assert r.params["keepalive_requests"] == (200 if keepalive else None)
+    assert nan(r.p999_ms)
+
+
+@needs("ab")
+def test_ab_finds_nothing_listening():
+    port = external._free_port()
+    with pytest.raises(netlab.NetlabError, match="nothing listening"):
+        external.ab(f"http://127.0.0.1:{port}/", requests=10)
