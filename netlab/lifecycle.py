@@ -438,6 +438,10 @@ class Server:
         try:
             payload = _dumps(spec)
             self._log = tempfile.TemporaryFile()
+            if POSIX:       # the server shares this file's offset: it must always append
+                import fcntl
+                fd = self._log.fileno()
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
             self.proc = subprocess.Popen(self._wrap + [sys.executable, "-m", "netlab._child"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self._log, env=env, close_fds=True, **kwargs)
@@ -515,6 +519,15 @@ class Server:
         """Everything the server wrote to stderr so far (warnings, a student's traceback)."""
         if self._log is None or self._log.closed:
             return getattr(self, "_final_log", "")
+        if hasattr(os, "pread"):        # read without moving the offset the server writes at
+            fd, chunks, at = self._log.fileno(), [], 0
+            while True:
+                chunk = os.pread(fd, 1 << 20, at)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                at += len(chunk)
+            return b"".join(chunks).decode(errors="replace")
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
