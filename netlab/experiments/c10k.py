@@ -1,15 +1,17 @@
-"""C10K: ten thousand idle connections cost an event loop a few hundred bytes each and leave its
-active clients' latency flat; the other models pay a thread each, stall, or refuse.
+"""C10K: an event loop holds 10,000 idle connections for about a kilobyte of its memory each and
+its active clients' latency stays flat; the other models pay a thread each, slow down, or refuse.
 
 How it shows it: per model, one server; helper processes (never the caller, whose own fd limit
-may be low: a Jupyter kernel) connect K idle clients that send nothing, for K growing. At each K,
-a few active clients (netlab.load, a connection per request) measure p50/p99 and errors, and the
+may be low: a Jupyter kernel) connect K idle clients that send nothing, K growing. At each K, a
+few active clients (netlab.load, a connection per request) measure p50/p99 and errors, and the
 server is weighed: RSS, USS and PSS of its process tree, its threads and fds, and the kernel's
-memory (slab, or /proc/meminfo Slab where /proc/slabinfo is unreadable, and TCP buffer pages).
-Memory is per held connection: (at K) − (at K = 0) over the connections held. The kernel figure
-covers both ends of each loopback pair (the holder's socket and the server's). A model that
-cannot hold K (select past fd 1024, iterative stuck on its first idle client, a full backlog,
-the fd limit) gets a row with the reason, and larger K are not tried.
+memory (slab objects from /proc/slabinfo, or meminfo's Slab where that is unreadable; TCP buffer
+pages from /proc/net/sockstat). Memory is measured just before and after each step of holding
+(never across the load runs), summed, and divided by the connections held: the server's by those
+it accepted, the kernel's by those connected, and it covers both ends of each loopback pair (the
+holder's socket and the server's). A model that cannot hold K (select past fd 1024, iterative
+stuck on its first idle client, a full backlog, the fd limit) gets a row with the reason, and
+larger K are not tried.
 
 One process holds at most its open-file limit (``ulimit -n``) of sockets and one source address
 ~28k ephemeral ports: holders take ≤ 15,000 connections each, from 127.0.0.2, .3, ...; beyond
@@ -34,6 +36,7 @@ import time
 PER_HOLDER = 15_000          # connections per holder process (and per server process)
 WINDOW, GIVE_UP = 256, 64    # connects in flight; failed connects before a holder stops trying
 FAILS = ("timeout", "refused", "reset", "other", "gave_up")
+NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)     # Linux: port picked at connect()
 COLUMNS = ["model", "workers", "K", "held", "accepted", "closed", "failed", "p50_ms", "p99_ms",
            "rps", "errors", "rss_kb_per_conn", "uss_kb_per_conn", "pss_kb_per_conn",
            "kernel_kb_per_conn", "tcp_buf_kb_per_conn", "threads", "fds", "procs", "ok",
@@ -45,12 +48,7 @@ COLUMNS = ["model", "workers", "K", "held", "accepted", "closed", "failed", "p50
 def _hold(host, port, source, connect_timeout):
     """Obey stdin: each 'N' line means hold N in all; reply with the counts once done (a
     repeated N is a report). Exit, closing everything, at EOF."""
-    try:
-        import resource
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
+    _fd_limit()
     sel = selectors.DefaultSelector()
     sel.register(0, selectors.EVENT_READ)
     held, pending, buf, target, fails, due = set(), {}, b"", 0, 0, False
@@ -69,20 +67,21 @@ def _hold(host, port, source, connect_timeout):
                 s = socket.socket()
                 s.setblocking(False)
                 if source:          # any port, chosen at connect(): ~28k per address pair
-                    s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+                    s.setsockopt(socket.IPPROTO_IP, NO_PORT, 1)
                     s.bind((source, 0))
                 err = s.connect_ex((host, port))
             except OSError as e:
                 err = e.errno
             if err not in (0, errno.EINPROGRESS):       # out of fds or ports: say so, stop
-                n["other"], n["error"], fails = n["other"] + 1, f"holder: {os.strerror(err)}", GIVE_UP
+                n["other"], n["error"], fails = n["other"] + 1, f" ({os.strerror(err)})", GIVE_UP
                 if s:
                     s.close()
                 break
             sel.register(s, selectors.EVENT_WRITE)
             pending[s] = time.monotonic() + connect_timeout
         if due and not pending and (n["attempted"] >= target or fails >= GIVE_UP):
-            os.write(1, json.dumps(dict(n, held=len(held), gave_up=target - n["attempted"])).encode() + b"\n")
+            done = dict(n, held=len(held), gave_up=target - n["attempted"])
+            os.write(1, json.dumps(done).encode() + b"\n")
             due = False
         for key, _ in sel.select(0.05 if pending else None):
             s = key.fileobj
@@ -144,7 +143,7 @@ class Holders:
         for p, share in zip(self.procs, self.shares):
             p.stdin.write(b"%d\n" % share)
             p.stdin.flush()
-        total, deadline = dict(error=""), time.monotonic() + timeout
+        total, deadline = {}, time.monotonic() + timeout
         for p in self.procs:
             if not select.select([p.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
                 raise TimeoutError("a holder process did not answer in time")
@@ -152,8 +151,7 @@ class Holders:
             if not line:
                 raise RuntimeError("a holder process died")
             for key, v in json.loads(line).items():
-                total[key] = (total[key] + f" {v}" if v else total[key]) if key == "error" \
-                    else total.get(key, 0) + v
+                total[key] = total.get(key, "" if isinstance(v, str) else 0) + v
         return total
 
     def report(self) -> dict:
@@ -265,18 +263,20 @@ def _settle(pid, seconds):
 
 
 def _problems(got, accepted, srv, lr, timeout) -> list:
-    """What went wrong at this K, one clause each: the run's reason column."""
-    out, warn = [], [ln.split("WARNING", 1)[1].strip() for ln in srv.log().splitlines()
-                     if "WARNING" in ln][-1:]
+    """What went wrong at this K, one clause each: the row's reason."""
+    out = []
     if got.get("closed"):
-        out.append(f"the server closed {got['closed']:,} of them" + "".join(f" ({w})" for w in warn))
+        said = [ln.split("WARNING", 1)[1].strip() for ln in srv.log().splitlines()
+                if "WARNING" in ln][-1:]          # e.g. select's "refusing ... fd 1024"
+        out.append(f"the server closed {got['closed']:,} of them" +
+                   "".join(f" ({w})" for w in said))
     if accepted < got.get("held", 0) * 0.99 - 1:
         out.append(f"the server accepted {max(accepted, 0):,} of the {got['held']:,} connected; "
                    "the rest wait in its listen backlog")
     fails = [f"{got[w]:,} {w.replace('_', ' ')}" for w in FAILS if got.get(w)]
     if fails:
-        out.append("connects failed: " + ", ".join(fails) + (" (a full listen backlog drops "
-                   "them)" if got.get("timeout") else "") + got.get("error", ""))
+        out.append("connects failed: " + ", ".join(fails) + got.get("error", "") +
+                   (" (a full listen backlog drops them)" if got.get("timeout") else ""))
     kinds = ", ".join(f"{v:,} {e}" for e, v in lr.errors.items() if v)
     if not lr.requests:
         out.append(f"no active request succeeded: {kinds}" if kinds else
@@ -289,20 +289,27 @@ def _problems(got, accepted, srv, lr, timeout) -> list:
 
 
 def _why_not(name, k, cap, nproc, need) -> str:
+    """Why K should not even be tried ('' if it should): the fds or memory it would need."""
     import psutil
     if k > cap and name != "forking":
         return (f"{nproc} server process(es) hold at most ~{cap:,} connections (ulimit -n); "
                 "use the reuseport model, with workers")
-    try:
-        with open("/proc/sys/kernel/pid_max") as f:
-            pid_max = int(f.read())
-    except (OSError, ValueError):
-        pid_max = 32768
-    if name in ("forking", "threaded") and k > 0.8 * pid_max:
-        return f"a task per connection: {k:,} is beyond this machine's pid_max ({pid_max:,})"
     if need > 0.5 * psutil.virtual_memory().available:
         return f"it would need ~{need / 2**30:.1f} GiB more memory than is free"
     return ""
+
+
+def _grow(srv, holders, k, grown) -> tuple:
+    """Hold k; add what that cost the server and the kernel to ``grown``; (holders' counts,
+    sockets the server has accepted)."""
+    s0, k0 = server_usage(srv.pid), kernel_usage()
+    holders.grow(k, timeout=20 + k / 500)
+    _settle(srv.pid, min(60, 5 + k / 100))
+    got, s1, k1 = holders.report(), server_usage(srv.pid), kernel_usage()
+    for key, a, b in (("rss", s0, s1), ("uss", s0, s1), ("pss", s0, s1), ("slab", k0, k1),
+                      ("tcp_buf", k0, k1)):
+        grown[key] = grown.get(key, 0) + b[key] - a[key]
+    return got, s1["sockets"]
 
 
 def _model_rows(name, held, active, duration, workers, timeout, progress) -> list:
@@ -326,7 +333,8 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
         cap = nproc * (_fd_limit() - 64)
         srv = Server(name, workers=workers).start()
         load.run(srv.url, active, duration=0.3, timeout=timeout)        # warm-up: not recorded
-        base, grown, conn, srv_held = server_usage(srv.pid), {}, 0, 0
+        _settle(srv.pid, 2)
+        base, grown, conn, mine = server_usage(srv.pid), {}, 0, 0     # conn: client side
         with Holders(srv.host, srv.port, timeout) as holders:
             for k in held:
                 need = (grown.get("uss", 0) + grown.get("slab", 0)) / max(conn, 1) * (k - conn)
@@ -336,32 +344,26 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
                     continue
                 t0, got, accepted = time.monotonic(), {}, 0
                 if k:
-                    s0, k0 = server_usage(srv.pid), kernel_usage()
-                    holders.grow(k, timeout=20 + k / 500)
-                    _settle(srv.pid, min(60, 5 + k / 100))
-                    got, s1, k1 = holders.report(), server_usage(srv.pid), kernel_usage()
-                    for key, a, b in (("rss", s0, s1), ("uss", s0, s1), ("pss", s0, s1),
-                                      ("slab", k0, k1), ("tcp_buf", k0, k1)):
-                        grown[key] = grown.get(key, 0) + b[key] - a[key]
-                    accepted = s1["sockets"] - base["sockets"]
-                    conn, srv_held = got["held"], max(0, min(got["held"], accepted))
+                    got, sockets = _grow(srv, holders, k, grown)
+                    accepted = sockets - base["sockets"]
+                    conn, mine = got["held"], max(0, min(got["held"], accepted))
                 lr = load.run(srv.url, active, duration=duration, timeout=timeout)
                 problems = _problems(got, accepted, srv, lr, timeout)
                 s = server_usage(srv.pid) if srv.alive else dict.fromkeys(base, math.nan)
-                per = lambda key, n: grown[key] / n / 1024 if k and n >= 10 else math.nan  # noqa: E731
-                row(k, held=srv_held if k else 0, accepted=accepted, closed=got.get("closed", 0),
+                per = lambda key, n: grown[key] / n / 1024 if k and n >= 10 else math.nan  # noqa
+                row(k, held=mine if k else 0, accepted=accepted, closed=got.get("closed", 0),
                     failed=sum(got.get(w, 0) for w in FAILS), p50_ms=lr.p50_ms,
                     p99_ms=lr.p99_ms, rps=lr.rps, errors=lr.error_count,
-                    rss_kb_per_conn=per("rss", srv_held), uss_kb_per_conn=per("uss", srv_held),
-                    pss_kb_per_conn=per("pss", srv_held), kernel_kb_per_conn=per("slab", conn),
+                    rss_kb_per_conn=per("rss", mine), uss_kb_per_conn=per("uss", mine),
+                    pss_kb_per_conn=per("pss", mine), kernel_kb_per_conn=per("slab", conn),
                     tcp_buf_kb_per_conn=per("tcp_buf", conn), threads=s["threads"],
                     fds=s["fds"], procs=s["procs"], ok=not problems, reason="; ".join(problems))
                 if progress:
-                    print(f"{name} K={k:,}: held {srv_held:,}, p99 {lr.p99_ms:.1f} ms "
+                    print(f"{name} K={k:,}: held {mine:,}, p99 {lr.p99_ms:.1f} ms "
                           f"({time.monotonic() - t0:.1f} s) {rows[-1]['reason']}", file=sys.stderr)
                 if problems and k or not srv.alive:
                     stop = f"not tried: it could not hold {k:,}"
-    except NetlabError as e:                       # unavailable, or the server would not start
+    except (NetlabError, OSError, RuntimeError) as e:   # it would not start; a holder failed
         for k in held[len(rows):]:
             row(k, reason=str(e))
     finally:
@@ -373,12 +375,16 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
 def run(models=("epoll",), held=None, active=None, duration=None, *, workers=None,
         timeout=None, progress=False):
     """A row per model and K in ``held``: what holding K idle connections cost the server and
-    the kernel, and what ``active`` clients (each ``duration`` s) saw meanwhile. ``ok`` is False
-    with a ``reason`` when the model could not hold K or answer its active clients."""
+    the kernel, and what ``active`` clients (each ``duration`` s) saw meanwhile (COLUMNS:
+    ``held`` = open at both ends, ``accepted`` = server sockets, ``closed`` = by the server,
+    ``failed`` = connects that failed; ``*_kb_per_conn``; the server tree's threads, fds,
+    procs). ``ok`` is False, with a ``reason``, when the model could not hold K or answer its
+    active clients. ``workers``: server processes for models that have them."""
     import pandas as pd
     from ..servers import NetlabError, get
     d = sizes()
-    active, duration, timeout = active or d["active"], duration or d["duration"], timeout or d["timeout"]
+    active, duration = active or d["active"], duration or d["duration"]
+    timeout = timeout or d["timeout"]
     models = [models] if isinstance(models, str) else list(models)
     held = sorted(set(d["held"] if held is None else [held] if isinstance(held, int) else held))
     if not models or not held or any(isinstance(k, bool) or not isinstance(k, int) or
@@ -402,7 +408,7 @@ def plot(df):
         c, rest = f"C{i}", g[g["K"] > 0]
         good, bad = rest[rest["ok"]], rest[~rest["ok"].astype(bool)]
         a1.plot(good["K"], good["p99_ms"], "o-", color=c, label=model)
-        a1.plot(bad["K"], bad["p99_ms"].fillna(bad["p99_ms"].max()), "x", color=c, ms=9)
+        a1.plot(bad["K"], bad["p99_ms"].fillna(df["p99_ms"].max()), "x", color=c, ms=9)
         base = g.loc[g["K"] == 0, "p99_ms"].dropna()
         if len(base):
             a1.axhline(base.iloc[0], color=c, ls=":", lw=1)
@@ -415,8 +421,8 @@ def plot(df):
            title="latency (dotted: none held; x: could not hold)")
     a2.set(xscale="log", yscale="log", xlabel="idle connections held",
            ylabel="kB per held connection", title="memory per held connection")
-    for ax in (a1, a2):
-        ax.legend(fontsize="small")
+    a1.legend(fontsize="small")
+    a2.legend(fontsize="x-small", ncol=2)
     fig.suptitle(f"C10K: {df.attrs.get('active', '?')} active clients (a connection per request) "
                  "while K idle connections are held", fontsize="medium")
     fig.tight_layout()

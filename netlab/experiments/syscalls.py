@@ -165,7 +165,8 @@ def plot(df, top: int = 12):
 
 def _arguments(p):
     d = sizes()
-    p.add_argument("models", nargs="+", metavar="MODEL", help=f"models or peers ({', '.join(PEERS)})")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help=f"models, or peers: {', '.join(PEERS)} (several: one wide table)")
     p.add_argument("-n", "--requests", type=int, default=d["requests"], help="requests measured")
     p.add_argument("-c", "--concurrency", type=int, default=d["concurrency"], help="clients")
     p.add_argument("--keepalive", action="store_true", help="reuse connections")
