@@ -121,6 +121,7 @@ class Result:
     machine: Mapping[str, object] = field(default_factory=dict)
     when: str = ""
     repeat: int = 0
+    others_cores: float = float("nan")      # cores kept busy by other processes meanwhile
 
     def summary(self) -> str:
         """The load's line plus the verdict and the numbers behind it."""
@@ -143,27 +144,33 @@ class Result:
                                     * 1024 / max(conns, 1))
         d["limited_by"] = self.limited_by
         d["why"] = self.why
+        d["others_cores"] = self.others_cores
         d["repeat"] = self.repeat
         d["when"] = self.when
         return d
 
 
 def limited_by(seconds: float, server_cpu_s: float, server_cores: float,
-               client_cpu_s: float, client_cores: float, cpus: Optional[int] = None):
+               client_cpu_s: float, client_cores: float, cpus: Optional[int] = None,
+               others_cores: float = 0.0):
     """(verdict, why): which side's CPU limited a run, from each side's CPU against its cores.
 
-    A side that kept ≥ 85% of the cores it had busy was the limit. When neither did but the
-    two together filled the machine (server and client share unpinned cores), the busier side
-    is named. Otherwise the run waited, not computed: latency-bound ("neither").
+    A side that kept ≥ 85% of the cores it had busy was the limit. The cores it had are its
+    share of the machine after other processes (``others_cores`` busy meanwhile) took theirs.
+    When neither side filled its share but together they filled the machine (server and client
+    share unpinned cores), the busier side is named. Otherwise the run waited, not computed:
+    latency-bound ("neither").
     """
     cpus = cpus or os.cpu_count() or 1
     if not seconds or seconds <= 0:
         return NEITHER, "the run took no measurable time"
-    s = server_cpu_s / seconds / max(server_cores, 1e-9)
-    c = client_cpu_s / seconds / max(client_cores, 1e-9)
-    machine = (server_cpu_s + client_cpu_s) / seconds / cpus
+    left = max(0.05, 1 - max(0.0, others_cores or 0.0) / cpus)   # what others left us
+    s = server_cpu_s / seconds / max(server_cores * left, 1e-9)
+    c = client_cpu_s / seconds / max(client_cores * left, 1e-9)
+    machine = (server_cpu_s + client_cpu_s) / seconds / (cpus * left)
+    share = "" if left >= 0.95 else f" (of the {left:.0%} other processes left)"
     why = (f"server used {s:.0%} of its {server_cores:g} core(s), client {c:.0%} of its "
-           f"{client_cores:g}; the machine was {machine:.0%} busy")
+           f"{client_cores:g}{share}; the machine was {machine:.0%} busy")
     if s != s or c != c:          # NaN: a side we could not measure
         return NEITHER, why + " (one side was not measured)"
     if s >= BUSY and s >= c:

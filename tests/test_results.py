@@ -105,3 +105,9 @@ def test_spread_warning_only_when_repeats_disagree():
     assert results.spread_warning([100, 105, 98]) is None
     assert "disagree" in results.spread_warning([100, 150, 90])
     assert results.spread_warning([100]) is None
+
+
+def test_limited_by_counts_only_the_cores_other_processes_left():
+    # 0.2 of a core used while other processes kept 1.8 of 2 cores busy: that was all it got
+    verdict, why = limited_by(1.0, 0.05, 1, 0.2, 1, cpus=2, others_cores=1.8)
+    assert verdict == results.CLIENT_CPU and "other processes left" in why
