@@ -5,6 +5,9 @@
     netlab.models()                          # the server models, in course order
     with netlab.serve("epoll", backend_ms=10) as srv:
         print(netlab.fetch(srv.url).body)
+        print(netlab.measure(srv, concurrency=100, duration=2))   # with what limited it
+    netlab.sweep(["threaded", "epoll"], concurrency=[1, 10, 100])  # a DataFrame, a row per run
+    netlab.check(my_server)                  # your own server against netlab's promises
 """
 
 __version__ = "0.1.0"
@@ -16,6 +19,10 @@ from .servers import MODELS, Model, NetlabError  # noqa: E402
 from .servers import get as model  # noqa: E402
 from .servers._blocking import handle_connection  # noqa: E402
 from .workload import App, Workload, WorkloadError  # noqa: E402
+from . import load, plots, results  # noqa: E402
+from .check import check  # noqa: E402
+from .harness import measure, sweep  # noqa: E402
+from .monitor import Monitor  # noqa: E402
 
 
 def models(available_only: bool = False) -> list:
@@ -23,5 +30,20 @@ def models(available_only: bool = False) -> list:
     return [m for m in MODELS if m.available or not available_only]
 
 
-__all__ = ["App", "Model", "NetlabError", "Reply", "Server", "ServerError", "Workload", "WorkloadError", "bottleneck", "fetch",
-           "handle_connection", "model", "models", "quick_mode", "serve", "setup", "__version__"]
+def source(obj):
+    """The code of a model (by name) or of any function or module, shown highlighted in a
+    notebook (plain text elsewhere): read the real thing, not a copy of it."""
+    import inspect
+    target = model(obj).module if isinstance(obj, str) else obj
+    text = inspect.getsource(target)
+    try:
+        from IPython.display import Code
+        return Code(text, language="python")
+    except ImportError:
+        return text
+
+
+__all__ = ["App", "Model", "Monitor", "NetlabError", "Reply", "Server", "ServerError", "Workload",
+           "WorkloadError", "bottleneck", "check", "fetch", "handle_connection", "load", "measure",
+           "model", "models", "plots", "quick_mode", "results", "serve", "setup", "source", "sweep",
+           "__version__"]

@@ -1,0 +1,194 @@
+"""One measured run, and sweeps of them: load from the client side, usage from the server side,
+and a verdict on what limited the result — printed next to every number.
+
+    with netlab.serve("epoll") as srv:
+        r = netlab.measure(srv, concurrency=100, duration=2)
+    r.limited_by, r.load.rps, r.load.p99_ms
+
+    df = netlab.sweep(["threaded", "epoll"], concurrency=[1, 10, 100], duration=1)
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from typing import Iterable, Optional, Sequence
+
+from . import load as _load
+from .env import machine, quick_mode
+from .lifecycle import Server, serve
+from .monitor import Monitor, pin as _pin, server_cores
+from .results import Result, frame, limited_by, save, spread_warning
+from .servers import NetlabError
+
+
+def _cores_split(cpus: int):
+    """Pinned runs: the server gets core 0, the load generator the rest."""
+    if cpus < 2:
+        raise NetlabError("pinning needs at least 2 cores (one for the server, one for the "
+                          "load generator); run with pin=False")
+    return [0], list(range(1, cpus))
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent not idle, since boot."""
+    import psutil
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) \
+        - getattr(t, "guest_nice", 0.0)
+
+
+def measure(server, concurrency: int = 10, requests: Optional[int] = None,
+            duration: Optional[float] = None, *, pin: bool = False, repeat: int = 0,
+            interval: float = 0.1, **load_kwargs) -> Result:
+    """Load ``server`` (a running netlab Server or peer) and watch it: one ``results.Result``.
+
+    ``pin=True`` puts the server on core 0 and the load generator on the others, so neither
+    steals the other's CPU and ``limited_by`` is clean. Other keywords go to ``netlab.load.run``
+    (keepalive, slow, idle, think_ms, processes, timeout, path, ...).
+    """
+    if not hasattr(server, "url") or not getattr(server, "alive", False):
+        raise NetlabError("measure() needs a running server: `with netlab.serve(\"epoll\") as "
+                          "srv: netlab.measure(srv)`")
+    cpus = os.cpu_count() or 1
+    if pin:
+        server_cpus, client_cpus = _cores_split(cpus)
+        _pin(server, server_cpus)
+        load_kwargs["cpus"] = client_cpus
+        load_kwargs.setdefault("processes", len(client_cpus))
+    cores = server_cores(server)
+    before = _machine_busy()
+    with Monitor(server, interval=interval, cores=cores) as mon:
+        lr = _load.run(server.url, concurrency, requests, duration, **load_kwargs)
+    usage = mon.usage
+    # what everything else on the machine did meanwhile: a busy neighbour disturbs any number
+    others = max(0.0, (_machine_busy() - before - usage.cpu_s - lr.client_cpu_s)
+                 / max(mon.usage.seconds, 1e-9))
+    # the monitor's window also holds the load workers' start-up, when the server idles: its
+    # CPU is set against the load's own window, in which it was spent
+    verdict, why = limited_by(lr.duration_s, usage.cpu_s, usage.cores, lr.client_cpu_s,
+                              lr.client_cores, cpus, others)
+    if others >= 0.25:
+        why += (f"; other processes kept {others:.1f} core(s) busy meanwhile, so the absolute "
+                "numbers are disturbed: rerun on a quieter machine")
+    wl = getattr(server, "workload", None)
+    workload = wl.as_dict() if hasattr(wl, "as_dict") else {}
+    return Result(model=getattr(server, "model", "server"), workload=workload, load=lr,
+                  server=usage, limited_by=verdict, why=why, machine=machine(),
+                  when=datetime.datetime.now().isoformat(timespec="seconds"), repeat=repeat,
+                  others_cores=round(others, 3))
+
+
+def _as_list(x, name, kind=int) -> list:
+    vals = [x] if isinstance(x, (int, float, str)) else list(x)
+    if not vals:
+        raise NetlabError(f"{name} needs at least one value")
+    for v in vals:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise NetlabError(f"{name} must be positive whole numbers, not {v!r}")
+    return vals
+
+
+def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
+          duration: Optional[float] = None, requests: Optional[int] = None, repeats: int = 1,
+          warmup: float = 0.3, workloads: Sequence[dict] = ({},), server_options: dict = None,
+          pin: bool = False, progress: bool = False, spread: float = 0.2,
+          save_as: Optional[str] = None, **load_kwargs):
+    """Every model × workload × concurrency × repeat: one DataFrame row per run.
+
+    Each (model, workload) gets one server, warmed up with a short run first (imports, caches,
+    the first fork) that is not recorded. ``workloads`` are dicts of serve() keywords
+    (backend_ms, cpu_us, body_bytes). Repeats that disagree by more than ``spread`` produce a
+    warning (in ``df.attrs["warnings"]``, and printed when ``progress``). ``save_as`` writes the
+    table under data/runs/ with its metadata.
+    """
+    models = [models] if isinstance(models, str) or callable(models) else list(models)
+    if not models:
+        raise NetlabError("sweep needs at least one model")
+    levels = _as_list(concurrency, "concurrency")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 20:
+        raise NetlabError(f"repeats must be a whole number from 1 to 20, not {repeats!r}")
+    if duration is None and requests is None:
+        duration = 0.5 if quick_mode() else 2.0
+    results, warnings = [], []
+    total = len(models) * len(workloads) * len(levels) * repeats
+    done, t0 = 0, time.monotonic()
+    for target in models:
+        for wl in workloads:
+            opts = dict(server_options or {})
+            opts.update(wl)
+            with serve(target, **opts) as srv:
+                if warmup:
+                    _load.run(srv.url, min(levels), duration=warmup,
+                              **{k: v for k, v in load_kwargs.items() if k in ("keepalive", "path")})
+                for c in levels:
+                    rates = []
+                    for rep in range(repeats):
+                        r = measure(srv, c, requests, duration, pin=pin, repeat=rep, **load_kwargs)
+                        results.append(r)
+                        rates.append(r.load.rps)
+                        done += 1
+                        if progress:
+                            print(f"\r[{done}/{total}] {srv.model} c={c} "
+                                  f"{r.load.rps:,.0f} req/s p99 {r.load.p99_ms:.1f} ms "
+                                  f"({r.limited_by}) · {time.monotonic() - t0:.0f} s   ",
+                                  end="", file=sys.stderr, flush=True)
+                    w = spread_warning(rates, spread)
+                    if w:
+                        warnings.append(f"{srv.model} c={c} {wl or ''}: {w}")
+    if progress:
+        print(file=sys.stderr)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    df = frame(results)
+    df.attrs["warnings"] = warnings
+    if save_as:
+        save(df, save_as, models=[getattr(m, "__name__", m) for m in models],
+             concurrency=levels, duration=duration, requests=requests, repeats=repeats,
+             workloads=list(workloads), pin=pin, load=load_kwargs)
+    return df
+
+
+EVENT_LOOP_MODELS = ("epoll", "reactor", "asyncio")
+
+
+def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None,
+          concurrency: int = 50, duration: Optional[float] = None,
+          modes: Sequence[str] = ("close", "keepalive"), pin: bool = True,
+          progress: bool = False):
+    """netlab's event-loop models next to real servers (nginx, Node.js, Java NIO,
+    http.server) under the same load: one row per server and mode, unavailable peers included
+    with the reason. The lesson it is for: the architecture matters more than the language."""
+    from . import external
+    import pandas as pd
+    if duration is None:
+        duration = 0.5 if quick_mode() else 2.0
+    for m in modes:
+        if m not in ("close", "keepalive"):
+            raise NetlabError(f"modes are 'close' and 'keepalive', not {m!r}")
+    pin = pin and (os.cpu_count() or 1) >= 2
+    available = {n: (ok, why) for n, ok, why in external.available_peers()}
+    names = list(available) if names is None else list(names)
+    for n in names:
+        if n not in available:
+            raise NetlabError(f"unknown peer {n!r}: choose from {', '.join(available)}")
+    targets = [(m, lambda m=m: serve(m)) for m in models]
+    targets += [(n, external.PEERS[n].factory) for n in names]
+    rows = []
+    for name, start in targets:
+        if name in available and not available[name][0]:
+            rows.append(dict(server=name, available=False, reason=available[name][1]))
+            continue
+        with start() as srv:
+            for mode in modes:
+                kw = dict(keepalive=mode == "keepalive", timeout=3.0)
+                _load.run(srv.url, min(concurrency, 8), duration=0.2, **kw)       # warm-up
+                r = measure(srv, concurrency, duration=duration, pin=pin, **kw)
+                row = dict(server=name, available=True, reason="", **r.row())
+                rows.append(row)
+                if progress:
+                    print(f"{name:<12} {mode:<9} {r.load.rps:>9,.0f} req/s  p99 "
+                          f"{r.load.p99_ms:6.1f} ms  {r.limited_by}", file=sys.stderr)
+    return pd.DataFrame(rows)

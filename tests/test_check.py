@@ -1,0 +1,64 @@
+"""netlab.check: a student's server against netlab's promises, with a readable report."""
+
+import socket
+
+import netlab
+from netlab import http
+
+
+def leaky_server(listen_sock, app):
+    """Answers everything with a fixed 200 and never closes a connection: wrong on purpose."""
+    kept = []
+    while True:
+        conn, _ = listen_sock.accept()
+        kept.append(conn)
+        conn.recv(65536)
+        conn.sendall(http.response(200, b"hi\n", False))
+
+
+def good_server(listen_sock, app):
+    """A thread per connection around netlab's blocking handler."""
+    import threading
+    while True:
+        conn, _ = listen_sock.accept()
+        threading.Thread(target=netlab.handle_connection, args=(conn, app), daemon=True).start()
+
+
+def test_a_good_model_keeps_every_promise_and_is_measured(monkeypatch):
+    monkeypatch.setenv("NETLAB_QUICK", "1")
+    report = netlab.check("epoll", concurrency=(1, 8))
+    assert report.passed, str(report)
+    names = [r["promise"] for r in report.rows]
+    assert names[0] == "correct answers" and names[-1] == "clean stop"
+    assert list(report.throughput["concurrency"]) == [1, 8]
+    assert (report.throughput["errors"] == 0).all()
+    text = str(report)
+    assert "all promises kept" in text and "limited by" in text
+    assert list(report.frame().columns) == ["promise", "passed", "detail"]
+
+
+def test_a_students_good_function_passes():
+    report = netlab.check(good_server, concurrency=())
+    assert report.passed, str(report)
+    assert report.server == "good_server"
+
+
+def test_the_iterative_model_fails_only_the_stalled_client_promise():
+    report = netlab.check("iterative", concurrency=())
+    failed = [r["promise"] for r in report.rows if not r["passed"]]
+    assert failed == ["a stalled client does not block others"]
+    assert "one connection at a time" in str(report)
+    assert report.throughput is None          # no throughput for a server that broke a promise
+
+
+def test_a_broken_server_gets_sentences_not_tracebacks():
+    report = netlab.check(leaky_server, concurrency=())
+    assert not report.passed
+    by_name = {r["promise"]: r for r in report.rows}
+    assert not by_name["correct answers"]["passed"]
+    assert "app.respond" in by_name["correct answers"]["detail"]
+    assert not by_name["bad input handled"]["passed"]
+    assert not by_name["no fd leaked per connection"]["passed"]
+    assert "close each connection" in by_name["no fd leaked per connection"]["detail"]
+    assert by_name["clean stop"]["passed"]
+    assert "Traceback" not in str(report)

@@ -1,0 +1,67 @@
+"""measure() and sweep(): both sides watched, and an honest verdict on what limited each run."""
+
+import pytest
+
+import netlab
+from netlab import NetlabError, results
+
+
+def test_measure_counts_exactly_and_records_both_sides():
+    with netlab.serve("epoll") as srv:
+        r = netlab.measure(srv, 4, requests=300)
+    assert r.load.requests == 300 and r.load.error_count == 0
+    assert r.model == "epoll" and r.server.cpu_s > 0 and r.server.procs_max == 1
+    assert r.limited_by in (results.SERVER_CPU, results.CLIENT_CPU, results.NEITHER)
+    assert "server used" in r.why and r.machine["cpus"]
+    row = r.row()
+    assert row["requests"] == 300 and row["server_cpu_us_per_req"] > 0
+    assert "limited by" in str(r)
+
+
+def test_a_latency_bound_run_is_limited_by_neither():
+    # 50 ms of backend wait per request and two clients: both sides mostly sleep
+    with netlab.serve("epoll", backend_ms=50) as srv:
+        r = netlab.measure(srv, 2, duration=1.0)
+    assert r.limited_by == results.NEITHER, r.why
+    assert 20 <= r.load.requests <= 45      # ~2 / 0.05 s = 40 per second at most
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs two cores")
+def test_a_client_that_cannot_keep_up_is_named():
+    # one generator process against two server processes that each do the same work per
+    # request: the client fills its core first, the server has two
+    with netlab.serve("epoll", workers=2) as srv:
+        r = netlab.measure(srv, 32, duration=1.0, keepalive=True, processes=1)
+    assert r.load.requests > 0
+    assert r.limited_by == results.CLIENT_CPU, r.why
+
+
+def test_pinning_puts_the_server_on_core_0():
+    import psutil
+    with netlab.serve("epoll") as srv:
+        netlab.measure(srv, 2, requests=50, pin=True)
+        assert psutil.Process(srv.pid).cpu_affinity() == [0]
+
+
+def test_sweep_gives_a_row_per_run_and_warns_on_spread(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "DATA_DIR", tmp_path)
+    df = netlab.sweep(["iterative", "epoll"], concurrency=[1, 4], requests=100, repeats=2,
+                      warmup=0.1, save_as="unit-sweep")
+    assert len(df) == 2 * 2 * 2
+    assert set(df["model"]) == {"iterative", "epoll"}
+    assert (df["requests"] == 100).all() and (df["errors"] == 0).all()
+    assert set(df["repeat"]) == {0, 1}
+    assert isinstance(df.attrs["warnings"], list)
+    saved, meta = results.load(tmp_path / "runs" / "unit-sweep.csv")
+    assert len(saved) == 8 and meta["params"]["repeats"] == 2
+
+
+def test_measure_and_sweep_refuse_bad_input_with_one_sentence():
+    with pytest.raises(NetlabError, match="running server"):
+        netlab.measure("epoll")
+    with pytest.raises(NetlabError, match="concurrency"):
+        netlab.sweep(["epoll"], concurrency=[0])
+    with pytest.raises(NetlabError, match="repeats"):
+        netlab.sweep(["epoll"], repeats=0)
+    with pytest.raises(NetlabError):
+        netlab.sweep(["no-such-model"], requests=10)
