@@ -44,7 +44,7 @@ notebooks: setup
 	    --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
 	done
 	$(PY) tools/clean_notebooks.py $(NB)
-	$(PY) tools/student_copies.py
+	$(PY) tools/student_copies.py $(NB)
 
 clean:
 	rm -rf $(VENV) .pytest_cache netlab.egg-info

@@ -95,11 +95,13 @@ def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
           duration: Optional[float] = None, requests: Optional[int] = None, repeats: int = 1,
           warmup: float = 0.3, workloads: Sequence[dict] = ({},), server_options: dict = None,
           pin: bool = False, progress: bool = False, spread: float = 0.2,
-          save_as: Optional[str] = None, **load_kwargs):
+          save_as: Optional[str] = None, fresh_server: bool = False, **load_kwargs):
     """Every model × workload × concurrency × repeat: one DataFrame row per run.
 
     Each (model, workload) gets one server, warmed up with a short run first (imports, caches,
-    the first fork) that is not recorded. ``workloads`` are dicts of serve() keywords
+    the first fork) that is not recorded. ``fresh_server=True`` starts a new one for every
+    concurrency level instead: a server that queues work it cannot refuse (the iterative model
+    behind a slow backend) would otherwise carry one level's backlog into the next. ``workloads`` are dicts of serve() keywords
     (backend_ms, cpu_us, body_bytes). Repeats that disagree by more than ``spread`` produce a
     warning (in ``df.attrs["warnings"]``, and printed when ``progress``). ``save_as`` writes the
     table under data/runs/ with its metadata.
@@ -115,29 +117,42 @@ def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
     results, warnings = [], []
     total = len(models) * len(workloads) * len(levels) * repeats
     done, t0 = 0, time.monotonic()
+    def one_level(srv, c, wl):
+        nonlocal done
+        rates = []
+        for rep in range(repeats):
+            r = measure(srv, c, requests, duration, pin=pin, repeat=rep, **load_kwargs)
+            results.append(r)
+            rates.append(r.load.rps)
+            done += 1
+            if progress:
+                print(f"\r[{done}/{total}] {srv.model} c={c} "
+                      f"{r.load.rps:,.0f} req/s p99 {r.load.p99_ms:.1f} ms "
+                      f"({r.limited_by}) · {time.monotonic() - t0:.0f} s   ",
+                      end="", file=sys.stderr, flush=True)
+        w = spread_warning(rates, spread)
+        if w:
+            warnings.append(f"{srv.model} c={c} {wl or ''}: {w}")
+
+    def warm(srv):
+        if warmup:
+            _load.run(srv.url, min(levels), duration=warmup,
+                      **{k: v for k, v in load_kwargs.items() if k in ("keepalive", "path")})
+
     for target in models:
         for wl in workloads:
             opts = dict(server_options or {})
             opts.update(wl)
-            with serve(target, **opts) as srv:
-                if warmup:
-                    _load.run(srv.url, min(levels), duration=warmup,
-                              **{k: v for k, v in load_kwargs.items() if k in ("keepalive", "path")})
+            if fresh_server:
                 for c in levels:
-                    rates = []
-                    for rep in range(repeats):
-                        r = measure(srv, c, requests, duration, pin=pin, repeat=rep, **load_kwargs)
-                        results.append(r)
-                        rates.append(r.load.rps)
-                        done += 1
-                        if progress:
-                            print(f"\r[{done}/{total}] {srv.model} c={c} "
-                                  f"{r.load.rps:,.0f} req/s p99 {r.load.p99_ms:.1f} ms "
-                                  f"({r.limited_by}) · {time.monotonic() - t0:.0f} s   ",
-                                  end="", file=sys.stderr, flush=True)
-                    w = spread_warning(rates, spread)
-                    if w:
-                        warnings.append(f"{srv.model} c={c} {wl or ''}: {w}")
+                    with serve(target, **opts) as srv:
+                        warm(srv)
+                        one_level(srv, c, wl)
+            else:
+                with serve(target, **opts) as srv:
+                    warm(srv)
+                    for c in levels:
+                        one_level(srv, c, wl)
     if progress:
         print(file=sys.stderr)
         for w in warnings:

@@ -155,22 +155,23 @@ def limited_by(seconds: float, server_cpu_s: float, server_cores: float,
                others_cores: float = 0.0):
     """(verdict, why): which side's CPU limited a run, from each side's CPU against its cores.
 
-    A side that kept ≥ 85% of the cores it had busy was the limit. The cores it had are its
-    share of the machine after other processes (``others_cores`` busy meanwhile) took theirs.
-    When neither side filled its share but together they filled the machine (server and client
-    share unpinned cores), the busier side is named. Otherwise the run waited, not computed:
-    latency-bound ("neither").
+    A side that kept ≥ 85% of the cores it had busy was the limit. When neither did but the
+    two together filled what the machine had for them — all its cores, less what other
+    processes (``others_cores``, busy meanwhile) took — the side nearer its own capacity is
+    named: they competed for the same cores. Otherwise the run waited, not computed: latency-bound ("neither").
     """
     cpus = cpus or os.cpu_count() or 1
     if not seconds or seconds <= 0:
         return NEITHER, "the run took no measurable time"
-    left = max(0.05, 1 - max(0.0, others_cores or 0.0) / cpus)   # what others left us
-    s = server_cpu_s / seconds / max(server_cores * left, 1e-9)
-    c = client_cpu_s / seconds / max(client_cores * left, 1e-9)
-    machine = (server_cpu_s + client_cpu_s) / seconds / (cpus * left)
-    share = "" if left >= 0.95 else f" (of the {left:.0%} other processes left)"
+    others = max(0.0, others_cores or 0.0)
+    s = server_cpu_s / seconds / max(server_cores, 1e-9)
+    c = client_cpu_s / seconds / max(client_cores, 1e-9)
+    room = max(cpus - others, 0.05 * cpus)            # cores left for server and client
+    machine = (server_cpu_s + client_cpu_s) / seconds / room
     why = (f"server used {s:.0%} of its {server_cores:g} core(s), client {c:.0%} of its "
-           f"{client_cores:g}{share}; the machine was {machine:.0%} busy")
+           f"{client_cores:g}; together {min(machine, 1.0):.0%} of the "
+           + (f"{room:.1f} cores other processes left them" if others >= 0.1 * cpus
+              else f"{cpus} cores"))
     if s != s or c != c:          # NaN: a side we could not measure
         return NEITHER, why + " (one side was not measured)"
     if s >= BUSY and s >= c:
@@ -178,8 +179,8 @@ def limited_by(seconds: float, server_cpu_s: float, server_cores: float,
     if c >= BUSY:
         return CLIENT_CPU, why
     if machine >= BUSY:
-        return (SERVER_CPU if server_cpu_s >= client_cpu_s else CLIENT_CPU), \
-            why + " (they shared the cores)"
+        return (SERVER_CPU if s >= c else CLIENT_CPU), \
+            why + " (they competed for the same cores)"
     return NEITHER, why + ": time went to waiting, not computing"
 
 

@@ -130,3 +130,69 @@ def test_serve_stops_cleanly_on_sighup(cli_server):
     p, port = cli_server("epoll")
     os.kill(p.pid, signal.SIGHUP)             # the terminal went away
     _stopped_cleanly(p, port)
+
+
+# -- load, sweep, peers ---------------------------------------------------------------------------
+def test_load_counts_and_says_what_limited_it():
+    import netlab
+    with netlab.serve("epoll") as srv:
+        out = run("load", srv.url, "-c", "4", "-n", "200")
+        assert out.returncode == 0, out.stderr
+        assert "200 requests ok" in out.stdout and "limited by" in out.stdout
+        out = run("load", srv.url, "-c", "2", "-n", "50", "--keepalive", "--json")
+        rec = json.loads(out.stdout)
+        assert rec["requests"] == 50 and rec["mode"] == "keepalive" and rec["errors"] == 0
+
+
+@pytest.mark.parametrize("args,words", [
+    (["load", "http://10.1.2.3:80/", "-n", "5"], "allow-remote"),
+    (["load", "http://127.0.0.1:9/", "-n", "5", "-d", "1"], "not allowed with"),
+    (["load", "http://127.0.0.1:9/"], "-n REQUESTS or -d SECONDS"),
+    (["load", "nonsense", "-n", "5"], "URL"),
+    (["sweep", "epoll", "--concurrency", "1,x"], "comma"),
+    (["sweep", "no-such-model", "-n", "5"], "no-such-model"),
+])
+def test_load_and_sweep_mistakes_are_one_sentence(args, words):
+    out = run(*args)
+    assert out.returncode == 2
+    assert words in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_sweep_prints_a_row_per_run_with_its_limit():
+    out = run("sweep", "iterative", "epoll", "--concurrency", "1,4", "-n", "100", timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    assert lines[0].split()[:3] == ["model", "concurrency", "repeat"]
+    assert len(lines) == 1 + 4 and "limited_by" in lines[0]
+
+
+def test_peers_table_puts_models_and_real_servers_side_by_side():
+    from netlab.harness import peers
+    df = peers(models=("epoll",), names=["http.server"], duration=0.3, modes=("keepalive",))
+    assert list(df["server"]) == ["epoll", "http.server"]
+    assert (df["requests"] > 0).all() and set(df["limited_by"]) <= {"server-cpu", "client-cpu",
+                                                                    "neither"}
+
+
+def test_experiments_have_subcommands():
+    out = run("--help")
+    for cmd in ("load", "sweep", "peers", "herd", "acceptlock", "c10k", "syscalls", "check"):
+        assert cmd in out.stdout
+
+
+def test_check_a_students_file_and_a_model(tmp_path):
+    src = tmp_path / "mine.py"
+    src.write_text("import threading\nimport netlab\n\n\ndef serve(listen_sock, app):\n"
+                   "    while True:\n        conn, _ = listen_sock.accept()\n"
+                   "        threading.Thread(target=netlab.handle_connection, args=(conn, app),\n"
+                   "                         daemon=True).start()\n")
+    out = run("check", f"{src}:serve", "--concurrency", "2", timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all promises kept" in out.stdout and "limited by" in out.stdout
+    out = run("check", "iterative", "--json", timeout=120)
+    assert out.returncode == 1
+    rec = json.loads(out.stdout)
+    assert rec["passed"] is False and rec["throughput"] is None
+    out = run("check", f"{tmp_path}/absent.py:serve")
+    assert out.returncode == 2 and "FILE.py:FUNCTION" in out.stderr

@@ -65,3 +65,10 @@ def test_measure_and_sweep_refuse_bad_input_with_one_sentence():
         netlab.sweep(["epoll"], repeats=0)
     with pytest.raises(NetlabError):
         netlab.sweep(["no-such-model"], requests=10)
+
+
+def test_sweep_can_start_a_fresh_server_per_level():
+    df = netlab.sweep(["iterative"], concurrency=[1, 2], requests=20, warmup=0,
+                      fresh_server=True, workloads=[{"backend_ms": 5}])
+    assert len(df) == 2 and (df["requests"] == 20).all()
+    assert df["backend_ms"].tolist() == [5, 5]

@@ -56,7 +56,7 @@ def test_limited_by_compares_each_side_with_the_cores_it_had(server, client, exp
 def test_limited_by_names_the_busier_side_when_they_shared_the_machine():
     # neither kept its own (unpinned, 2-core) budget busy, but together they filled the machine
     verdict, why = limited_by(1.0, 1.1, 2, 0.8, 2, cpus=2)
-    assert verdict == results.SERVER_CPU and "shared" in why
+    assert verdict == results.SERVER_CPU and "competed" in why
 
 
 def test_limited_by_survives_an_unmeasured_side_and_a_zero_length_run():
@@ -111,3 +111,4 @@ def test_limited_by_counts_only_the_cores_other_processes_left():
     # 0.2 of a core used while other processes kept 1.8 of 2 cores busy: that was all it got
     verdict, why = limited_by(1.0, 0.05, 1, 0.2, 1, cpus=2, others_cores=1.8)
     assert verdict == results.CLIENT_CPU and "other processes left" in why
+    assert "used 5% of its 1" in why          # percentages stay of the side's own cores

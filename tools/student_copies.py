@@ -13,6 +13,7 @@ those. This script writes notebooks/NN-*.ipynb for students:
   the solution run would mislead), everything else keeps the real run's outputs.
 
     python tools/student_copies.py            # write the student copies
+    python tools/student_copies.py notebooks/solutions/03-*.ipynb    # only these
     python tools/student_copies.py --check    # exit 1 if any is out of date (the tests do this)
 """
 
@@ -91,8 +92,11 @@ def render(path: Path) -> str:
 
 def main(argv) -> int:
     check = "--check" in argv
+    only = [Path(a).resolve() for a in argv if not a.startswith("--")]
     stale = []
     for src in sorted(SOLUTIONS.glob("[0-9][0-9]-*.ipynb")):
+        if only and src.resolve() not in only:
+            continue
         dst = STUDENTS / src.name
         text = render(src)
         if dst.exists() and dst.read_text(encoding="utf-8") == text:
@@ -100,8 +104,8 @@ def main(argv) -> int:
         stale.append(dst.name)
         if not check:
             dst.write_text(text, encoding="utf-8")
-    orphans = sorted(p.name for p in STUDENTS.glob("[0-9][0-9]-*.ipynb")
-                     if not (SOLUTIONS / p.name).exists())
+    orphans = [] if only else sorted(p.name for p in STUDENTS.glob("[0-9][0-9]-*.ipynb")
+                                     if not (SOLUTIONS / p.name).exists())
     if check and (stale or orphans):
         print(f"out of date: {', '.join(stale + orphans)}: run `python tools/student_copies.py` "
               "(make notebooks does)", file=sys.stderr)

@@ -95,6 +95,16 @@ def _report(lock) -> None:
     os._exit(0)
 
 
+def _announce(listen, pool: int) -> None:
+    """Say the port only once the whole pool is up and queued on the lock: a load that starts
+    earlier would be counted against a pool still being created."""
+    deadline = time.monotonic() + 10
+    while threading.active_count() < pool + 3 and time.monotonic() < deadline:
+        time.sleep(0.005)      # main + reporter + announcer + the pool
+    time.sleep(0.05)
+    print(json.dumps(dict(port=listen.getsockname()[1])), flush=True)
+
+
 def _server_main() -> None:
     from ..lifecycle import open_listener
     from ..servers import _workers, prethreaded
@@ -104,7 +114,7 @@ def _server_main() -> None:
     listen = open_listener("127.0.0.1", 0)
     lock = CountingLock() if spec["lock"] else False
     threading.Thread(target=_report, args=(lock,), daemon=True).start()
-    print(json.dumps(dict(port=listen.getsockname()[1])), flush=True)
+    threading.Thread(target=_announce, args=(listen, spec["pool"]), daemon=True).start()
     prethreaded.serve(listen, App(Workload(backend_ms=spec["backend_ms"])),
                       workers=spec["pool"], lock=lock)
 
