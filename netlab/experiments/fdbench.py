@@ -1,0 +1,331 @@
+"""What one readiness wait costs against the number of watched fds: select, poll, epoll.
+
+The course notes' claim, from TLPI table 63-9: ``select()`` and ``poll()`` cost O(N) per call —
+the whole fd list goes into the kernel and is scanned every time — while ``epoll`` costs the same
+at 10 fds and at 10,000, because the kernel keeps the interest list between calls. This repeats
+Kerrisk's method live: N fds are watched; each operation makes one random fd ready (a write to an
+eventfd), waits for it with the mechanism (level-triggered) and consumes it. The CPU time, user
+and system apart, is reported per 100,000 operations, next to the book's numbers.
+
+Each point runs in a fresh child process (this file, run alone): the caller's fd table stays
+clean, a Jupyter kernel never forks, and the CPU time counted is the loop's only. Python adds
+a few microseconds per operation that C does not, so small N reads higher than the book; the
+growth with N is the kernel's, and that is what to compare.
+"""
+
+# Only the standard library at the top: the worker child runs this file alone (python -I).
+import argparse
+import errno
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import time
+from itertools import cycle, islice
+
+MECHANISMS = ("select", "poll", "epoll")
+CLASS_SIZES, QUICK_SIZES = (10, 100, 1000, 10000), (10, 100, 1000, 2000)
+CLASS_BUDGET, QUICK_BUDGET = 1.5, 0.2        # CPU seconds measured per point
+FD_SETSIZE = 1024
+FD_SETSIZE_REASON = "FD_SETSIZE is 1024: select() cannot watch fd numbers ≥ 1024"
+TLPI = "TLPI 63-9 (Linux 2.6.25)"
+COLUMNS = ["mechanism", "fds", "ops", "user_s_per_100k", "sys_s_per_100k", "cpu_s_per_100k",
+           "us_per_op", "sys_share", "status", "reason", "source"]
+COLORS = {"select": "tab:blue", "poll": "tab:orange", "epoll": "tab:green"}
+_MARGIN = 16                                 # fds a worker holds besides the N it watches
+ONE = (1).to_bytes(8, sys.byteorder)         # an eventfd takes an 8-byte count; a pipe, any bytes
+
+
+# --- the worker: one point, in its own process ----------------------------------------------
+
+def _loop(poller, readers, order, ops, timeout):
+    """The measured operation, ``ops`` times: make one fd ready, wait for it, consume it."""
+    write, read = os.write, os.read
+    if poller is None:                       # select(): the whole fd list goes in on every call
+        for w in islice(cycle(order), ops):
+            write(w, ONE)
+            for r in select.select(readers, [], [], timeout)[0]:
+                read(r, 64)
+    else:                                    # poll()/epoll(): wait on the registered set
+        wait = poller.poll
+        for w in islice(cycle(order), ops):
+            write(w, ONE)
+            for r, _ in wait(timeout):
+                read(r, 64)
+
+
+def _worker(mechanism, fds, budget):
+    """Measure one point here; a dict of the outcome (a refusal is an outcome, not an error)."""
+    import gc
+    import random
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    per = 1 if hasattr(os, "eventfd") else 2           # a pipe costs two fds
+    need = fds * per + _MARGIN
+    refused = dict(status="refused", reason=f"needs {need:,} fds, the limit is {soft:,} (ulimit -n)")
+    if soft != resource.RLIM_INFINITY and need > soft:
+        return refused
+    writer, poller, timeout = {}, None, 1.0            # read end -> write end (an eventfd: itself)
+    try:
+        for _ in range(fds):
+            r, w = (os.eventfd(0, os.EFD_NONBLOCK),) * 2 if per == 1 else os.pipe()
+            os.set_blocking(r, False)
+            writer[r] = w
+        readers = list(writer)
+        if mechanism == "select":
+            select.select(readers, [], [], 0)          # ValueError at fd ≥ FD_SETSIZE
+        else:
+            poller = select.epoll() if mechanism == "epoll" else select.poll()
+            for fd in readers:
+                poller.register(fd, select.POLLIN)     # EPOLLIN has the same value
+            timeout = 1.0 if mechanism == "epoll" else 1000       # seconds vs milliseconds
+        rng = random.Random(fds)
+        order = [writer[rng.choice(readers)] for _ in range(4096)]
+        ops, spent = 1, 0.0                            # calibrate: double until ~budget/10
+        while spent < max(budget / 10, 0.01):
+            ops *= 2
+            t = time.process_time()
+            _loop(poller, readers, order, ops, timeout)
+            spent = time.process_time() - t
+        ops = max(20, int(budget / (spent / ops)))
+        gc.disable()
+        r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        _loop(poller, readers, order, ops, timeout)
+        r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        return dict(status="measured", ops=ops, user_s=r1.ru_utime - r0.ru_utime,
+                    sys_s=r1.ru_stime - r0.ru_stime, wall_s=w1 - w0,
+                    ready_by="eventfd" if per == 1 else "pipe")
+    except ValueError as e:
+        if mechanism == "select" and "out of range" in str(e):
+            return dict(status="refused", reason=FD_SETSIZE_REASON)
+        raise
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            return refused
+        raise
+    finally:
+        if mechanism == "epoll" and poller is not None:
+            poller.close()                             # an epoll instance is an fd too
+        for r, w in writer.items():
+            os.close(r)
+            if w != r:
+                os.close(w)
+
+
+# --- the caller: points → a DataFrame ----------------------------------------------------------
+
+def _unavailable(mechanism):
+    if os.name != "posix":
+        return "needs a POSIX system (on Windows, use WSL)"
+    if not hasattr(select, mechanism):
+        from ..servers import FEATURES
+        return FEATURES[mechanism][1]
+    return ""
+
+
+def _spawn(mechanism, fds, budget):
+    """Run one point in a fresh child; its outcome as a dict."""
+    job = json.dumps(dict(mechanism=mechanism, fds=fds, budget=budget))
+    limit = 10 * budget + 60
+    try:
+        out = subprocess.run([sys.executable, "-I", os.path.abspath(__file__), "--worker", job],
+                             capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return dict(status="error", reason=f"the worker took more than {limit:.0f} s")
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        return dict(status="error", reason=f"the worker failed: {last}")
+    return json.loads(out.stdout)
+
+
+def _row(mechanism, fds, res):
+    ops, nan = res.get("ops", 0), float("nan")
+    per100k = (lambda s: s / ops * 1e5) if ops else (lambda s: nan)
+    user, sys_ = per100k(res.get("user_s", nan)), per100k(res.get("sys_s", nan))
+    cpu = user + sys_
+    return dict(mechanism=mechanism, fds=fds, ops=ops, user_s_per_100k=user,
+                sys_s_per_100k=sys_, cpu_s_per_100k=cpu, us_per_op=cpu * 10,
+                sys_share=sys_ / cpu if cpu > 0 else nan, status=res["status"],
+                reason=res.get("reason", ""), source="measured")
+
+
+def measure(sizes=None, mechanisms=MECHANISMS, budget=None, progress=False):
+    """Measure each mechanism at each number of fds; a DataFrame, a row per point.
+
+    ``budget`` is the CPU seconds measured per point (quick mode: 0.2, class: 1.5).
+    ``progress``: True prints a line per point; a callable gets each line instead.
+    """
+    import pandas as pd
+    from ..env import machine, quick_mode
+    from ..servers import NetlabError
+    quick = quick_mode()
+    sizes = list(QUICK_SIZES if quick else CLASS_SIZES) if sizes is None else list(sizes)
+    if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                            for n in sizes):
+        raise NetlabError(f"sizes are whole numbers of fds, 1 or more, not {sizes!r}")
+    mechanisms = [mechanisms] if isinstance(mechanisms, str) else list(mechanisms)
+    for m in mechanisms:
+        if m not in MECHANISMS:
+            raise NetlabError(f"unknown mechanism {m!r}: choose from {', '.join(MECHANISMS)}")
+    budget = (QUICK_BUDGET if quick else CLASS_BUDGET) if budget is None else budget
+    if not isinstance(budget, (int, float)) or not 0 < budget <= 600:
+        raise NetlabError(f"budget is CPU seconds per point, more than 0 and at most 600, "
+                          f"not {budget!r}")
+    say = progress if callable(progress) else (print if progress else (lambda line: None))
+    rows, ready_by = [], ""
+    for mech in mechanisms:
+        why = _unavailable(mech)
+        for n in sorted(set(sizes)):
+            res = dict(status="unavailable", reason=why) if why else _spawn(mech, n, budget)
+            ready_by = res.get("ready_by", ready_by)
+            row = _row(mech, n, res)
+            rows.append(row)
+            say(f"{mech:<6} {n:>6,} fds: " + (f"{row['cpu_s_per_100k']:.3g} CPU s per 100k "
+                f"({row['ops']:,} ops)" if row["status"] == "measured"
+                else f"{row['status']}: {row['reason']}"))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    m = machine()
+    df.attrs.update(machine=f"{m['system']} {m['kernel']}, Python {m['python']}, "
+                            f"{m['cpus']} cores", budget_s=budget, ready_by=ready_by)
+    return df
+
+
+def reference():
+    """TLPI table 63-9 (data/tlpi-table-63-9.csv) in the same columns as ``measure()``."""
+    import pandas as pd
+    from ..results import DATA_DIR
+    book = pd.read_csv(DATA_DIR / "tlpi-table-63-9.csv", comment="#")
+    rows = [dict(mechanism=m, fds=int(n), ops=100_000, cpu_s_per_100k=float(s),
+                 us_per_op=float(s) * 10, status="measured", source=TLPI,
+                 reason="FD_SETSIZE raised to 16,384 in glibc" if m == "select"
+                 and n >= FD_SETSIZE else "")
+            for m in MECHANISMS for n, s in zip(book["fds"], book[f"{m}_s"])]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def table(measured=None, wide=False):
+    """Measured rows (run now if not given) and TLPI's in one DataFrame; ``wide=True`` reads
+    like the book: a row per N, a column per mechanism and source (CPU s per 100k; blank =
+    refused or not measured)."""
+    import pandas as pd
+    measured = measure() if measured is None else measured
+    df = pd.concat([measured, reference()], ignore_index=True)
+    df.attrs = dict(measured.attrs)
+    if not wide:
+        return df
+    ok = df[df["status"] == "measured"].assign(
+        source=df["source"].where(df["source"] != "measured", "here"))
+    out = ok.pivot_table(index="fds", columns=["mechanism", "source"], values="cpu_s_per_100k")
+    cols = [(m, s) for m in MECHANISMS for s in ("here", TLPI) if (m, s) in out.columns]
+    return out.reindex(columns=pd.MultiIndex.from_tuples(cols))
+
+
+def plot(df, ax=None, mark=None, tlpi=True):
+    """Log-log CPU s per 100k waits against N: measured solid, TLPI dashed (added if ``df`` has
+    none and ``tlpi``), refused points as ×, a vertical line at ``mark``. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.8))
+    here, ref = df[df["source"] == "measured"], df[df["source"] != "measured"]
+    if tlpi and ref.empty:
+        ref = reference()
+    fd_wall = False
+    for mech in MECHANISMS:
+        c = COLORS[mech]
+        m = here[(here["mechanism"] == mech) & (here["status"] == "measured")].sort_values("fds")
+        if len(m):
+            ax.plot(m["fds"], m["cpu_s_per_100k"], "-o", color=c, label=f"{mech} (this machine)")
+        r = ref[(ref["mechanism"] == mech) & (ref["status"] == "measured")].sort_values("fds")
+        if len(r):
+            ax.plot(r["fds"], r["cpu_s_per_100k"], "--", marker=".", color=c, alpha=0.55,
+                    label=f"{mech} ({TLPI})")
+        no = here[(here["mechanism"] == mech) & (here["status"] == "refused")]
+        if len(no):                          # × where the line would go on, or at the bottom
+            (x0, y0), (x1, y1) = [(math.log(x), math.log(y)) for x, y in zip(
+                m["fds"].iloc[-2:], m["cpu_s_per_100k"].iloc[-2:])] if len(m) > 1 else [(0, 0)] * 2
+            on = dict(transform=ax.get_xaxis_transform()) if x0 == x1 else {}
+            ys = [0.06 if on else math.exp(y1 + (y1 - y0) * (math.log(n) - x1) / (x1 - x0))
+                  for n in no["fds"]]
+            ax.plot(no["fds"], ys, "x", color=c, ms=10, mew=2, gid="refused",
+                    label=f"{mech}: refused here", **on)
+            fd_wall |= bool((no["reason"] == FD_SETSIZE_REASON).any())
+    if fd_wall:
+        ax.axvline(FD_SETSIZE, color=COLORS["select"], ls=":", lw=1)
+        ax.text(FD_SETSIZE, 0.97, "FD_SETSIZE = 1024 ", color=COLORS["select"], fontsize=7,
+                rotation=90, ha="right", va="top", transform=ax.get_xaxis_transform())
+    if mark is not None:
+        ax.axvline(mark, color="black", lw=1, gid="mark", label=f"N = {mark:,.0f}")
+    ax.set(xscale="log", yscale="log", xlabel="watched fds (N)",
+           ylabel="CPU seconds per 100,000 waits")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left")
+    where = df.attrs.get("machine", "this machine") if len(here) else "the book only"
+    big = here[here["mechanism"].isin(["select", "poll"]) & (here["status"] == "measured")]
+    big = big[big["fds"] == big["fds"].max()] if len(big) else big
+    kernel = len(big) and bool((big["sys_s_per_100k"] >= 3 * big["user_s_per_100k"]).all())
+    ax.set_title("One random fd ready per wait, level-triggered (TLPI 63-9 method)\n" + where
+                 + ("; sys ≫ user: the O(N) part is kernel time" if kernel else ""), fontsize=9)
+    return ax.figure
+
+
+# --- the command line: python -m netlab fdbench ----------------------------------------------
+
+def _list(kind, what, example):
+    """argparse type: comma-separated values of ``kind``."""
+    def parse(text):
+        try:
+            got = [kind(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            got = []
+        if not got:
+            raise argparse.ArgumentTypeError(f"takes {what} separated by commas, like "
+                                             f"{example}, not {text!r}")
+        return got
+    return parse
+
+
+def _cmd(args):
+    df = measure(args.sizes, args.mechanisms, args.budget,
+                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        print(df.to_json(orient="records", indent=2, force_ascii=False))
+        return 0
+    ref = reference().set_index(["mechanism", "fds"])["cpu_s_per_100k"]
+    print(f"CPU seconds per 100,000 waits, one random fd ready ({df.attrs['machine']}; "
+          f"{df.attrs['budget_s']:g} CPU s measured per point)")
+    print(f"{'mechanism':<10}{'fds':>7}{'ops':>9}{'user s':>9}{'sys s':>9}{'cpu s':>9}"
+          f"{'µs/op':>9}{'TLPI s':>9}")
+    for r in df.itertuples():
+        head = f"{r.mechanism:<10}{r.fds:>7,}"
+        if r.status != "measured":
+            print(f"{head}  {r.status}: {r.reason}")
+            continue
+        book = ref.get((r.mechanism, r.fds))
+        print(head + f"{r.ops:>9,}" + "".join(f"{v:>9.3g}" for v in (
+            r.user_s_per_100k, r.sys_s_per_100k, r.cpu_s_per_100k, r.us_per_op))
+            + (f"{book:>9g}" if book is not None else ""))
+    return 0
+
+
+def add_cli(subparsers):
+    """Add ``fdbench`` to the ``python -m netlab`` subcommands."""
+    p = subparsers.add_parser("fdbench", help="CPU per wait against watched fds: select, poll, "
+                              "epoll (TLPI table 63-9, live)")
+    p.add_argument("--sizes", type=_list(int, "whole numbers of fds", "10,100,1000"),
+                   help="numbers of fds, comma-separated (default 10,100,1000,10000)")
+    p.add_argument("--mechanisms", type=_list(str, "mechanism names", "select,poll"),
+                   default=MECHANISMS, help="comma-separated, from select,poll,epoll (default all)")
+    p.add_argument("--budget", type=float, help="CPU seconds measured per point "
+                   f"(default {CLASS_BUDGET:g}; {QUICK_BUDGET:g} with NETLAB_QUICK=1)")
+    p.add_argument("--json", action="store_true", help="JSON records instead of a table")
+    p.set_defaults(func=_cmd)
+    return p
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--worker"] or len(sys.argv) != 3:
+        sys.exit("this is fdbench's worker; run `python -m netlab fdbench` instead")
+    job = json.loads(sys.argv[2])
+    print(json.dumps(_worker(job["mechanism"], job["fds"], job["budget"])))

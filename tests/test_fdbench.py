@@ -1,0 +1,210 @@
+"""fdbench (TLPI 63-9 live) and its widget: the shapes the course claims, with margins a noisy
+VM keeps; refusals are rows, never crashes; nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from netlab import NetlabError  # noqa: E402
+from netlab.__main__ import _Parser, build_parser  # noqa: E402
+from netlab.experiments import fdbench  # noqa: E402
+from netlab.widgets import fd_explorer, values_at  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not hasattr(fdbench.select, "epoll"), reason="needs Linux")
+
+# DESIGN.md §4: TLPI table 63-9, CPU seconds per 100,000 operations
+BOOK = {"poll": (0.61, 2.9, 35, 990), "select": (0.73, 3.0, 35, 930), "epoll": (0.41, 0.42, 0.53, 0.66)}
+
+
+@pytest.fixture(scope="module")
+def quick():
+    """One quick-mode run shared by the shape tests (~5 s)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NETLAB_QUICK", "1")
+        return fdbench.measure()
+
+
+def cost(df, mech, n):
+    row = df[(df["mechanism"] == mech) & (df["fds"] == n)]
+    assert len(row) == 1 and row["status"].iloc[0] == "measured", row.to_dict("records")
+    return row["cpu_s_per_100k"].iloc[0]
+
+
+def test_quick_run_has_every_point(quick):
+    assert list(quick.columns) == fdbench.COLUMNS
+    assert len(quick) == len(fdbench.MECHANISMS) * len(fdbench.QUICK_SIZES)
+    assert set(quick["source"]) == {"measured"}
+    assert quick.attrs["budget_s"] == fdbench.QUICK_BUDGET
+    ok = quick[quick["status"] == "measured"]
+    assert (ok["ops"] >= 20).all() and (ok["cpu_s_per_100k"] > 0).all()
+    assert ((ok["user_s_per_100k"] + ok["sys_s_per_100k"] - ok["cpu_s_per_100k"]).abs() < 1e-9).all()
+
+
+def test_poll_grows_with_n_and_the_growth_is_kernel_time(quick):
+    big = max(fdbench.QUICK_SIZES)
+    assert cost(quick, "poll", 1000) >= 3 * cost(quick, "poll", 10)
+    assert cost(quick, "poll", big) >= 3 * cost(quick, "poll", 10)
+    row = quick[(quick["mechanism"] == "poll") & (quick["fds"] == big)].iloc[0]
+    assert row["sys_s_per_100k"] > row["user_s_per_100k"]
+
+
+def test_epoll_stays_flat(quick):
+    assert cost(quick, "epoll", max(fdbench.QUICK_SIZES)) <= 3 * cost(quick, "epoll", 10)
+
+
+def test_select_is_refused_past_fd_setsize(quick):
+    assert cost(quick, "select", 1000) > 0
+    row = quick[(quick["mechanism"] == "select") & (quick["fds"] == 2000)].iloc[0]
+    assert row["status"] == "refused" and row["reason"] == fdbench.FD_SETSIZE_REASON
+    assert math.isnan(row["cpu_s_per_100k"])
+
+
+def test_more_fds_than_the_limit_is_a_refused_row():
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("no open-file limit here")
+    df = fdbench.measure(sizes=[soft + 1], mechanisms=["epoll"], budget=0.05)
+    row = df.iloc[0]
+    assert row["status"] == "refused"
+    assert f"the limit is {soft:,} (ulimit -n)" in row["reason"] and "needs" in row["reason"]
+
+
+def test_a_missing_mechanism_is_unavailable_with_the_reason(monkeypatch):
+    monkeypatch.delattr(fdbench.select, "epoll")
+    row = fdbench.measure(sizes=[10], mechanisms=["epoll"]).iloc[0]
+    assert row["status"] == "unavailable" and "epoll" in row["reason"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(mechanisms=["kqueue"]), dict(sizes=[0]), dict(sizes=[]),
+                                    dict(sizes=[10.5]), dict(budget=0), dict(budget="1")])
+def test_bad_arguments_are_one_sentence(kwargs):
+    with pytest.raises(NetlabError):
+        fdbench.measure(**kwargs)
+
+
+def test_reference_is_the_book():
+    ref = fdbench.reference()
+    assert len(ref) == 12 and set(ref["source"]) == {fdbench.TLPI}
+    for mech, values in BOOK.items():
+        got = ref[ref["mechanism"] == mech].sort_values("fds")
+        assert list(got["fds"]) == [10, 100, 1000, 10000]
+        assert list(got["cpu_s_per_100k"]) == list(values)
+        assert list(got["us_per_op"]) == [v * 10 for v in values]
+
+
+def test_table_long_and_like_the_book(quick):
+    both = fdbench.table(quick)
+    assert set(both["source"]) == {"measured", fdbench.TLPI} and len(both) == len(quick) + 12
+    wide = fdbench.table(quick, wide=True)
+    assert list(wide.index) == [10, 100, 1000, 2000, 10000]
+    assert wide.loc[10000, ("poll", fdbench.TLPI)] == 990
+    assert wide.loc[1000, ("epoll", "here")] == cost(quick, "epoll", 1000)
+    assert math.isnan(wide.loc[2000, ("select", "here")])        # refused: blank
+
+
+def test_plot_draws_measured_solid_reference_dashed_refused_and_mark(quick):
+    fig = fdbench.plot(quick, mark=500)
+    try:
+        ax = fig.axes[0]
+        lines = {ln.get_label(): ln for ln in ax.lines}
+        for mech in fdbench.MECHANISMS:
+            assert lines[f"{mech} (this machine)"].get_linestyle() == "-"
+            assert lines[f"{mech} ({fdbench.TLPI})"].get_linestyle() == "--"
+        refused = [ln for ln in ax.lines if ln.get_gid() == "refused"]
+        assert len(refused) == 1 and list(refused[0].get_xdata()) == [2000]
+        mark = [ln for ln in ax.lines if ln.get_gid() == "mark"]
+        assert len(mark) == 1 and list(mark[0].get_xdata()) == [500, 500]
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+        assert "TLPI 63-9 method" in ax.get_title() and "kernel" in ax.get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_values_at_measured_interpolated_or_the_book():
+    import pandas as pd
+    rows = [dict(mechanism="poll", fds=n, cpu_s_per_100k=v, status="measured", reason="",
+                 source="measured") for n, v in ((10, 1.0), (1000, 100.0))]
+    rows.append(dict(mechanism="select", fds=2000, cpu_s_per_100k=float("nan"),
+                     status="refused", reason=fdbench.FD_SETSIZE_REASON, source="measured"))
+    df = pd.DataFrame(rows, columns=fdbench.COLUMNS)
+    at = values_at(100, df).set_index("mechanism")
+    assert at.loc["poll", "source"] == "interpolated"
+    assert at.loc["poll", "cpu_s_per_100k"] == pytest.approx(10.0)
+    assert at.loc["epoll", "source"] == fdbench.TLPI and at.loc["epoll", "cpu_s_per_100k"] == 0.42
+    at = values_at(3000, df).set_index("mechanism")
+    assert at.loc["select", "source"] == fdbench.TLPI
+    assert fdbench.FD_SETSIZE_REASON in at.loc["select", "note"]
+    assert at.loc["poll", "source"] == fdbench.TLPI                  # beyond what was measured
+
+
+def test_widget_slider_replots_and_button_measures(quick, monkeypatch, capsys):
+    monkeypatch.setenv("NETLAB_QUICK", "1")
+    figures = len(plt.get_fignums())
+    w = fd_explorer(quick)
+    first = w.figure
+    w.slider.value = 1000
+    assert w.figure is not first and w.n == 1000
+    mark = [ln for ln in w.figure.axes[0].lines if ln.get_gid() == "mark"]
+    assert list(mark[0].get_xdata()) == [1000, 1000]
+    v = w.values.set_index("mechanism")
+    assert (v["fds"] == 1000).all() and (v["source"] == "measured").all()
+    assert v.loc["poll", "cpu_s_per_100k"] == cost(quick, "poll", 1000)
+    assert v.loc["poll", "tlpi_s_per_100k"] == 35
+    w.slider.value = 300
+    assert (w.values["source"] == "interpolated").all()
+    w.slider.value = 50
+    w.button.click()
+    v = w.values.set_index("mechanism")
+    assert (v["source"] == "measured").all() and (v["fds"] == 50).all()
+    assert (w.measured["fds"] == 50).sum() == 3 and not w.button.disabled
+    assert "measured at 50 fds" in w.status.value
+    assert len(plt.get_fignums()) == figures                  # every replaced figure closed
+    capsys.readouterr()
+
+
+def cli_args(*argv):
+    p = _Parser(prog="python -m netlab")
+    fdbench.add_cli(p.add_subparsers(dest="command", parser_class=_Parser))
+    return p.parse_args(["fdbench", *argv])
+
+
+def test_cli_json_and_table(capsys):
+    args = cli_args("--sizes", "10,2000", "--mechanisms", "select,epoll", "--budget", "0.05",
+                    "--json")
+    assert args.func(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    got = {(r["mechanism"], r["fds"]): r["status"] for r in rows}
+    assert got == {("select", 10): "measured", ("select", 2000): "refused",
+                   ("epoll", 10): "measured", ("epoll", 2000): "measured"}
+    args = cli_args("--sizes", "2000", "--mechanisms", "select", "--budget", "0.05")
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "CPU seconds per 100,000 waits" in out and fdbench.FD_SETSIZE_REASON in out
+
+
+def test_cli_mistakes_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_args("--sizes", "ten")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "--sizes" in err
+
+
+def test_wired_into_python_m_netlab():
+    sub = [a for a in build_parser()._actions if hasattr(a, "choices") and a.choices]
+    if not any("fdbench" in a.choices for a in sub):
+        pytest.skip("fdbench is not wired into netlab/__main__.py yet")
+    out = subprocess.run([sys.executable, "-m", "netlab", "fdbench", "--sizes", "10",
+                          "--mechanisms", "epoll", "--budget", "0.05", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["status"] == "measured"
