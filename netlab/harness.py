@@ -32,6 +32,30 @@ def _cores_split(cpus: int):
     return [0], list(range(1, cpus))
 
 
+def _accepted(server, idle: int, settle: float = 0.3, limit: float = 5.0) -> None:
+    """Wait until the server has accepted the held connections (its fd count stops growing),
+    so accepting them is not counted as work for the requests that follow."""
+    import psutil
+
+    def fds():
+        try:
+            root = psutil.Process(server.pid)
+            return sum(p.num_fds() for p in [root] + root.children(recursive=True))
+        except psutil.Error:
+            return 0
+
+    deadline, last, since = time.monotonic() + limit, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = fds()
+        if n >= idle:
+            return
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return                        # it stopped accepting (select's wall, iterative)
+        time.sleep(0.02)
+
+
 def _machine_busy() -> float:
     """CPU seconds the whole machine has spent not idle, since boot."""
     import psutil
@@ -59,15 +83,24 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
         load_kwargs["cpus"] = client_cpus
         load_kwargs.setdefault("processes", len(client_cpus))
     cores = server_cores(server)
-    before = _machine_busy()
-    with Monitor(server, interval=interval, cores=cores) as mon:
-        lr = _load.run(server.url, concurrency, requests, duration, **load_kwargs)
-    usage = mon.usage
+    mon = Monitor(server, interval=interval, cores=cores)
+    before = []
+
+    def started():            # idle connections are held: count from here
+        if load_kwargs.get("idle"):
+            _accepted(server, load_kwargs["idle"])
+        before.append(_machine_busy())
+        mon.start()
+
+    try:
+        lr = _load.run(server.url, concurrency, requests, duration, on_start=started,
+                       **load_kwargs)
+    finally:
+        if before:
+            usage = mon.stop()
     # what everything else on the machine did meanwhile: a busy neighbour disturbs any number
-    others = max(0.0, (_machine_busy() - before - usage.cpu_s - lr.client_cpu_s)
-                 / max(mon.usage.seconds, 1e-9))
-    # the monitor's window also holds the load workers' start-up, when the server idles: its
-    # CPU is set against the load's own window, in which it was spent
+    others = max(0.0, (_machine_busy() - before[0] - usage.cpu_s - lr.client_cpu_s)
+                 / max(usage.seconds, 1e-9))
     verdict, why = limited_by(lr.duration_s, usage.cpu_s, usage.cores, lr.client_cpu_s,
                               lr.client_cores, cpus, others)
     if others >= 0.25:

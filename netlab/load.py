@@ -332,7 +332,7 @@ class _Progress:
 def run(url, concurrency=10, requests=None, duration=None, *, keepalive=False, slow=0, idle=0,
         think_ms=0.0, processes=None, timeout=5.0, path=None, expect_status=200,
         allow_remote=False, sources=None, cpus=None, max_seconds=120.0,
-        progress=False) -> LoadResult:
+        progress=False, on_start=None) -> LoadResult:
     """Load ``url`` with ``concurrency`` clients, for ``requests`` requests or ``duration``
     seconds (neither: 2 s); returns a LoadResult.
 
@@ -342,6 +342,9 @@ def run(url, concurrency=10, requests=None, duration=None, *, keepalive=False, s
     connections are opened first and held, silent, for the whole run. ``processes`` workers
     (default: one per core but one, left for the server), pinned to ``cpus`` if given. Only
     loopback targets unless ``allow_remote``; a count run stops at ``max_seconds`` anyway.
+    ``on_start()`` is called when every worker is connected (idle connections held) and just
+    before the clients start: ``netlab.measure`` starts watching the server there, so the
+    idle connections' accepts are not counted against the requests.
     """
     specs, params, cores = _plan(url, concurrency, requests, duration, keepalive, slow, idle,
                                  think_ms, processes, timeout, path, expect_status,
@@ -352,6 +355,8 @@ def run(url, concurrency=10, requests=None, duration=None, *, keepalive=False, s
             workers.append(_Worker(spec))
         _pump(workers, lambda w: w.idle is not None, time.monotonic() + STARTUP_S + timeout,
               "start")
+        if on_start is not None:
+            on_start()
         for w in workers:
             w.send(b"go\n")
         show = _Progress(workers, progress) if progress else None

@@ -72,3 +72,12 @@ def test_sweep_can_start_a_fresh_server_per_level():
                       fresh_server=True, workloads=[{"backend_ms": 5}])
     assert len(df) == 2 and (df["requests"] == 20).all()
     assert df["backend_ms"].tolist() == [5, 5]
+
+
+def test_holding_idle_connections_is_not_counted_as_request_work():
+    # accepting 500 idle connections happens before the measured window starts
+    with netlab.serve("threaded") as srv:
+        r = netlab.measure(srv, 2, requests=100, idle=500)
+    assert r.load.requests == 100 and r.load.params["idle_connected"] == 500
+    assert r.server.threads_max >= 500
+    assert r.server.fds_max >= 500
