@@ -308,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(func=cmd_check)
 
     # the phenomena instruments bring their own subcommands
-    from .experiments import acceptlock, c10k, herd, syscalls
-    for experiment in (herd, acceptlock, c10k, syscalls):
+    from .experiments import acceptlock, c10k, fdbench, herd, syscalls
+    for experiment in (fdbench, herd, acceptlock, c10k, syscalls):
         experiment.add_cli(sub)
     return p
 

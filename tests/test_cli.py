@@ -177,7 +177,8 @@ def test_peers_table_puts_models_and_real_servers_side_by_side():
 
 def test_experiments_have_subcommands():
     out = run("--help")
-    for cmd in ("load", "sweep", "peers", "herd", "acceptlock", "c10k", "syscalls", "check"):
+    for cmd in ("load", "sweep", "peers", "fdbench", "herd", "acceptlock", "c10k", "syscalls",
+                "check"):
         assert cmd in out.stdout
 
 
