@@ -39,10 +39,7 @@ nbtest: setup
 # mode), then write the students' copies from them; NB=notebooks/solutions/03-*.ipynb for one
 NB ?= notebooks/solutions/[0-9]*.ipynb
 notebooks: setup
-	for nb in $(NB); do \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
-	done
+	$(PY) tools/execute_notebooks.py $(NB)
 	$(PY) tools/clean_notebooks.py $(NB)
 	$(PY) tools/student_copies.py $(NB)
 

@@ -12,7 +12,7 @@
 
 __version__ = "0.1.0"
 
-from .client import Reply, bottleneck, fetch  # noqa: E402
+from .client import Reply, fetch  # noqa: E402
 from .env import quick_mode, setup  # noqa: E402
 from .lifecycle import Server, ServerError, serve  # noqa: E402
 from .servers import MODELS, Model, NetlabError  # noqa: E402
@@ -44,6 +44,6 @@ def source(obj):
 
 
 __all__ = ["App", "Model", "Monitor", "NetlabError", "Reply", "Server", "ServerError", "Workload",
-           "WorkloadError", "bottleneck", "check", "fetch", "handle_connection", "load", "measure",
+           "WorkloadError", "check", "fetch", "handle_connection", "load", "measure",
            "model", "models", "plots", "quick_mode", "results", "serve", "setup", "source", "sweep",
            "__version__"]

@@ -54,14 +54,3 @@ def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
         raise NetlabError(f"cannot reach {url}: {getattr(e, 'strerror', None) or e}") from None
     finally:
         conn.close()
-
-
-def bottleneck(server_busy: float, client_busy: float, busy: float = 0.9) -> str:
-    """What limited a run, from the CPU seconds each side used per second of the run (1.0 =
-    one core kept busy). When neither side keeps a core busy the run is latency-bound: time
-    went to waiting (round trips, one request at a time, a backend), not to computing."""
-    if server_busy >= busy and server_busy >= client_busy:
-        return "server CPU"
-    if client_busy >= busy:
-        return "client CPU"
-    return "neither (latency-bound)"
