@@ -89,6 +89,14 @@ class FdExplorer(widgets.VBox):
         super().__init__([widgets.HBox([self.slider, self.button]), self.status, self.output])
         self.refresh()
 
+    def __repr__(self) -> str:
+        # what a static copy of the notebook (GitHub, nbval) shows instead of the live widget
+        return (f"fd explorer at N = {self.n:,} fds (a live slider and a 'measure at N now' "
+                "button when this notebook runs in JupyterLab)")
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
     @property
     def n(self) -> int:
         """The number of fds the slider points at."""
