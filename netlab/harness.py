@@ -167,9 +167,9 @@ def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
         if w:
             warnings.append(f"{srv.model} c={c} {wl or ''}: {w}")
 
-    def warm(srv):
-        if warmup:
-            _load.run(srv.url, min(levels), duration=warmup,
+    def warm(srv):             # one client: many would leave a queue in a server that cannot
+        if warmup:             # keep up (iterative behind a backend) for the first level
+            _load.run(srv.url, 1, duration=warmup,
                       **{k: v for k, v in load_kwargs.items() if k in ("keepalive", "path")})
 
     for target in models:
@@ -205,10 +205,11 @@ EVENT_LOOP_MODELS = ("epoll", "reactor", "asyncio")
 def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None,
           concurrency: int = 50, duration: Optional[float] = None,
           modes: Sequence[str] = ("close", "keepalive"), pin: bool = True,
-          progress: bool = False):
+          progress: bool = False, **load_kwargs):
     """netlab's event-loop models next to real servers (nginx, Node.js, Java NIO,
     http.server) under the same load: one row per server and mode, unavailable peers included
-    with the reason. The lesson it is for: the architecture matters more than the language."""
+    with the reason. Other keywords (slow, idle, think_ms, ...) go to the load generator. The
+    lesson it is for: the architecture matters more than the language."""
     from . import external
     import pandas as pd
     if duration is None:
@@ -231,7 +232,7 @@ def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None
             continue
         with start() as srv:
             for mode in modes:
-                kw = dict(keepalive=mode == "keepalive", timeout=3.0)
+                kw = {"timeout": 3.0, **load_kwargs, "keepalive": mode == "keepalive"}
                 _load.run(srv.url, min(concurrency, 8), duration=0.2, **kw)       # warm-up
                 r = measure(srv, concurrency, duration=duration, pin=pin, **kw)
                 row = dict(server=name, available=True, reason="", **r.row())
