@@ -17,7 +17,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Union
+from typing import Callable, Optional, Union
 
 from .lifecycle import serve
 from .servers import NetlabError

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 from .env import TOOLS
 from .http import HELLO
 from .lifecycle import (POSIX, ServerError, _accepts, _bind, _check_port, _kill_group,
-                        _proc_group, url_of)
+                        _proc_group, tree_cpu_seconds, url_of, wait_group_gone)
 from .results import ERROR_KINDS, LoadResult
 from .servers import NetlabError
 
@@ -626,20 +626,7 @@ class Peer:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the peer's process tree (nginx: master and
         workers; a JVM or Node.js: all their threads)."""
-        import psutil
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root] + root.children(recursive=True)
-        except (psutil.Error, TypeError, ValueError):
-            return float("nan")
-        total = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                pass
-        return total
+        return tree_cpu_seconds(self.pid)
 
     def log(self) -> str:
         """What the peer wrote so far (stdout and stderr; nginx's error log), at most the last
@@ -706,17 +693,7 @@ class Peer:
             self._watchdog = None
 
     def _wait_group_gone(self, timeout: float) -> list:
-        deadline, killed = time.monotonic() + timeout, False
-        while True:
-            left = _proc_group(self.proc.pid)
-            if not left:
-                return []
-            if time.monotonic() > deadline:
-                if killed:
-                    return left
-                _kill_group(self.proc, signal.SIGKILL)
-                killed, deadline = True, time.monotonic() + timeout
-            time.sleep(0.01)
+        return wait_group_gone(self.proc, timeout)
 
     def _release(self) -> None:
         self._stopped = True

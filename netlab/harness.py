@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 
 from . import load as _load
 from .env import machine, quick_mode
-from .lifecycle import Server, serve
+from .lifecycle import serve
 from .monitor import Monitor, pin as _pin, server_cores
 from .results import Result, frame, limited_by, save, spread_warning
 from .servers import NetlabError

@@ -329,6 +329,41 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
+def wait_group_gone(proc: subprocess.Popen, timeout: float) -> list:
+    """Workers and children got the same SIGTERM; give them ``timeout``, then SIGKILL; the
+    processes still there after that (none, normally)."""
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        left = _proc_group(proc.pid)
+        if not left:
+            return []
+        if time.monotonic() > deadline:
+            if killed:
+                return left
+            _kill_group(proc, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + timeout
+        time.sleep(0.01)
+
+
+def tree_cpu_seconds(pid) -> float:
+    """CPU time (user + system) of a process, its descendants, and the children they reaped."""
+    import psutil
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except (psutil.Error, TypeError, ValueError):
+        return float("nan")
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _finalize(proc: subprocess.Popen, lifeline: Optional[int], owner: int,
               stats: Optional[str] = None) -> None:
     """Last resort (garbage collection, interpreter exit): kill the server's group. Only in
@@ -500,20 +535,7 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the server's whole process tree, including
         children it has already reaped (the forking model's finished children)."""
-        import psutil
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root] + root.children(recursive=True)
-        except (psutil.Error, TypeError):
-            return float("nan")
-        total = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                pass
-        return total
+        return tree_cpu_seconds(self.pid)
 
     def log(self) -> str:
         """Everything the server wrote to stderr so far (warnings, a student's traceback)."""
@@ -590,19 +612,7 @@ class Server:
         self._finalizer.detach()
 
     def _wait_group_gone(self, timeout: float) -> list:
-        """Workers and children get the same SIGTERM; give them ``timeout``, then SIGKILL."""
-        deadline = time.monotonic() + timeout
-        killed = False
-        while True:
-            left = _proc_group(self.proc.pid)
-            if not left:
-                return []
-            if time.monotonic() > deadline:
-                if killed:
-                    return left
-                _kill_group(self.proc, signal.SIGKILL)
-                killed, deadline = True, time.monotonic() + timeout
-            time.sleep(0.01)
+        return wait_group_gone(self.proc, timeout)
 
     def __enter__(self) -> "Server":
         return self

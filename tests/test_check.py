@@ -1,6 +1,5 @@
 """netlab.check: a student's server against netlab's promises, with a readable report."""
 
-import socket
 
 import netlab
 from netlab import http

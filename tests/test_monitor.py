@@ -1,8 +1,6 @@
 """The monitor watches a server's whole process tree: children, threads, CPU, memory."""
 
 import os
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

@@ -10,3 +10,25 @@
 Import the one you need (``from netlab.experiments import fdbench``); this package imports
 none of them, so loading one never pays for the others.
 """
+
+
+def command(subparsers, name: str, help: str, arguments, run) -> None:
+    """Add one experiment's subcommand to ``python -m netlab``."""
+    p = subparsers.add_parser(name, help=help)
+    arguments(p)
+    p.set_defaults(func=run)
+
+
+def standalone(name: str, doc: str, arguments, run, argv=None) -> int:
+    """``python -m netlab.experiments.NAME ...``: the same subcommand without the rest of the
+    command line; a mistake is one sentence."""
+    import argparse
+    import sys
+    from ..servers import NetlabError
+    p = argparse.ArgumentParser(prog=f"python -m netlab {name}", description=doc.split("\n")[0])
+    arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except NetlabError as e:
+        print(f"netlab: {e}", file=sys.stderr)
+        return 2

@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 
+from . import command, standalone
 from ..servers import NetlabError
 
 POOL_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -298,20 +299,11 @@ def table(df) -> str:
 
 def add_cli(subparsers) -> None:
     """Add ``acceptlock`` to netlab's command line."""
-    p = subparsers.add_parser("acceptlock", help="accept-lock contention against pool size")
-    _arguments(p)
-    p.set_defaults(func=_cmd)
+    command(subparsers, "acceptlock", "accept-lock contention against pool size", _arguments, _cmd)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netlab acceptlock",
-                                description=__doc__.split("\n")[0])
-    _arguments(p)
-    try:
-        return _cmd(p.parse_args(argv))
-    except NetlabError as e:
-        print(f"netlab: {e}", file=sys.stderr)
-        return 2
+    return standalone("acceptlock", __doc__, _arguments, _cmd, argv)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from . import command, standalone
+
 PER_HOLDER = 15_000          # connections per holder process (and per server process)
 WINDOW, GIVE_UP = 256, 64    # connects in flight; failed connects before a holder stops trying
 FAILS = ("timeout", "refused", "reset", "other", "gave_up")
@@ -463,9 +465,7 @@ def _cmd(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Add ``c10k`` to netlab's command line."""
-    p = subparsers.add_parser("c10k", help="hold K idle connections; latency and memory per model")
-    _arguments(p)
-    p.set_defaults(func=_cmd)
+    command(subparsers, "c10k", "hold K idle connections; latency and memory per model", _arguments, _cmd)
 
 
 def main(argv=None) -> int:
@@ -474,14 +474,7 @@ def main(argv=None) -> int:
         host, port, source, t = argv[1:5]
         _hold(host, int(port), source, float(t))
         return 0
-    from ..servers import NetlabError
-    p = argparse.ArgumentParser(prog="python -m netlab c10k", description=__doc__.split("\n")[0])
-    _arguments(p)
-    try:
-        return _cmd(p.parse_args(argv))
-    except NetlabError as e:
-        print(f"netlab: {e}", file=sys.stderr)
-        return 2
+    return standalone("c10k", __doc__, _arguments, _cmd, argv)
 
 
 if __name__ == "__main__":

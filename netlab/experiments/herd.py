@@ -26,7 +26,6 @@ workers, drives the client and prints JSON, within a deadline, leaving nothing b
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -36,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from . import command, standalone
 from ..servers import FEATURES, NetlabError
 
 MODES = ("accept", "select", "epoll", "exclusive", "reuseport")
@@ -313,19 +313,11 @@ def _cmd(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Add ``herd`` to netlab's command line."""
-    p = subparsers.add_parser("herd", help="thundering herd: workers woken per connection")
-    _arguments(p)
-    p.set_defaults(func=_cmd)
+    command(subparsers, "herd", "thundering herd: workers woken per connection", _arguments, _cmd)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netlab herd", description=__doc__.split("\n")[0])
-    _arguments(p)
-    try:
-        return _cmd(p.parse_args(argv))
-    except NetlabError as e:
-        print(f"netlab: {e}", file=sys.stderr)
-        return 2
+    return standalone("herd", __doc__, _arguments, _cmd, argv)
 
 
 if __name__ == "__main__":

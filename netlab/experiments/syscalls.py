@@ -18,12 +18,12 @@ counts, not the timings.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 
+from . import command, standalone
 from ..servers import NetlabError
 
 PEERS = ("node", "java")
@@ -196,20 +196,11 @@ def _cmd(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Add ``syscalls`` to netlab's command line."""
-    p = subparsers.add_parser("syscalls", help="system calls per request, by model (strace)")
-    _arguments(p)
-    p.set_defaults(func=_cmd)
+    command(subparsers, "syscalls", "system calls per request, by model (strace)", _arguments, _cmd)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netlab syscalls",
-                                description=__doc__.split("\n")[0])
-    _arguments(p)
-    try:
-        return _cmd(p.parse_args(argv))
-    except NetlabError as e:
-        print(f"netlab: {e}", file=sys.stderr)
-        return 2
+    return standalone("syscalls", __doc__, _arguments, _cmd, argv)
 
 
 if __name__ == "__main__":
