@@ -3,7 +3,8 @@
 Why not plain `jupyter nbconvert --execute`: nbclient sometimes never sees the reply to a cell
 that created ipywidgets (nbclient issue #312) and waits until its timeout. Each notebook runs
 here in a child process with a wall-clock limit, and a hung run is retried, so `make notebooks`
-finishes. Widget state is not stored (tools/clean_notebooks.py drops it anyway).
+finishes. (nbclient keeps widget state while it runs — an ipywidgets Output needs it — and
+tools/clean_notebooks.py drops it afterwards.)
 
     python tools/execute_notebooks.py notebooks/solutions/03-*.ipynb
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from nbclient import NotebookClient
 path = Path(sys.argv[1])
 nb = nbformat.read(path, as_version=4)
-NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=False,
+NotebookClient(nb, timeout=300, kernel_name="python3",
                resources={"metadata": {"path": str(path.parent)}}).execute()
 nbformat.write(nb, path)
 """

@@ -45,8 +45,9 @@ async def _main(listen, app, held):
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, lambda: stopping.done() or stopping.set_result(None))
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    # asyncio calls listen() again, with a backlog of 100 unless told: keep the harness's
     server = await asyncio.start_server(lambda r, w: _handle(r, w, app), sock=listen,
-                                        limit=65536)
+                                        limit=65536, backlog=4096)
     await stopping                # then asyncio.run cancels the connections' tasks
     if held is not None:          # one stop is enough: repeats (the group's SIGTERM, the
         for sig in STOP_SIGNALS:  # supervisor's) must not hit a loop that is closing
