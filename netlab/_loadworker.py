@@ -33,6 +33,7 @@ IN, OUT = 1, 4          # epoll's event bits (the selectors fallback maps to the
 WAIT, CONNECTING, SENDING, READING, DONE = range(5)     # what a client is doing
 HEAD, LENGTH, CHUNKED, TO_EOF = range(4)                # which part of the response it reads
 NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+STREAM, EINPROGRESS = socket.SOCK_STREAM | NONBLOCK, errno.EINPROGRESS
 BIND_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24 if sys.platform == "linux" else 0)
 
 
@@ -59,14 +60,14 @@ class Client:
 def feed(c: Client, data: bytes) -> bool:
     """Take received bytes of c's response; True once it is complete. Raises ValueError if it
     is not HTTP/1.x. Reads Content-Length bodies, chunked ones, and bodies that end at close."""
-    if c.mode == LENGTH:
-        c.need -= len(data)
-        return c.need <= 0
-    if c.mode == CHUNKED:
-        c.body += data
-        return chunks_done(c)
-    if c.mode == TO_EOF:
-        return False
+    if c.mode != HEAD:
+        if c.mode == LENGTH:
+            c.need -= len(data)
+            return c.need <= 0
+        if c.mode == CHUNKED:
+            c.body += data
+            return chunks_done(c)
+        return False                            # TO_EOF: complete when the server closes
     if c.buf:
         data = c.buf + data
     end = data.find(b"\r\n\r\n")
@@ -82,10 +83,10 @@ def feed(c: Client, data: bytes) -> bool:
         if len(HEADS) > 64:
             HEADS.clear()
         parsed = HEADS[head] = parse_head(head)
-    c.status, c.close, c.mode, c.need = parsed
+    c.status, c.close, c.mode, need = parsed
     if c.mode == LENGTH:
-        c.need -= len(data) - end - 4
-        return c.need <= 0
+        c.need = need = need - (len(data) - end - 4)
+        return need <= 0
     if c.mode == CHUNKED:
         c.body = bytearray(data[end + 4:])
         return chunks_done(c)
@@ -159,7 +160,7 @@ def new_poller():
 
 
 def new_socket(family: int, src):
-    s = Socket(family, socket.SOCK_STREAM | NONBLOCK)
+    s = Socket(family, STREAM)
     if not NONBLOCK:
         s.setblocking(False)
     if src:
@@ -205,13 +206,16 @@ class Worker:
     def connect(self, c: Client, now: float) -> bool:
         s = None
         try:
-            s = new_socket(self.family, c.src)
-            if c.slow:      # pieces go out as written, not merged while one is unacknowledged
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if NONBLOCK and not c.src and not c.slow:     # the common case, without a call
+                s = Socket(self.family, STREAM)
+            else:
+                s = new_socket(self.family, c.src)
+                if c.slow:  # pieces go out as written, not merged while one is unacknowledged
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             code = s.connect_ex(self.addr)
         except OSError as e:                    # out of fds, a bad source address...
             code = e.errno
-        if code and code != errno.EINPROGRESS:
+        if code and code != EINPROGRESS:
             if s is not None:
                 s.close()
             self.fail(c, kind_of(code), now)
@@ -240,7 +244,10 @@ class Worker:
             c.out, c.state = self.pieces[c.piece], SENDING
             return self.timer(c, now + SLOW_PAUSE_S)
         c.state = READING
-        if c.ev != IN:
+        if not c.ev:                            # a new connection
+            self.ep.register(c.fd, IN)
+            c.ev = IN
+        elif c.ev != IN:
             self.watch(c, IN)
 
     def finish(self, c: Client) -> None:
@@ -253,7 +260,11 @@ class Worker:
             self.errors["bad_status"] += 1
         self.done += 1
         if c.close or not self.keepalive:
-            self.drop(c)
+            if not self.epoll:
+                self.ep.unregister(c.fd)
+            del self.by_fd[c.fd]
+            c.sock.close()                      # epoll forgets a closed fd by itself
+            c.sock, c.ev = None, 0
         else:
             c.reused = True
         if self.think:

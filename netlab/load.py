@@ -219,8 +219,11 @@ class _Worker:
                 [sys.executable, "-I", "-S", WORKER], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self.log, close_fds=True,
                 start_new_session=os.name == "posix")   # Ctrl-C reaches us; we stop them
-        except BaseException:
+        except BaseException as e:
             self.log.close()
+            if isinstance(e, OSError):
+                raise NetlabError(f"cannot start a load worker process: {e.strerror or e}") \
+                    from None
             raise
         self.buf, self.idle, self.ok, self.errs, self.result, self.lat = bytearray(), None, 0, 0, None, None
         spec = dict(spec, parent=os.getpid(),
