@@ -348,6 +348,9 @@ def run(url, concurrency=10, requests=None, duration=None, *, keepalive=False, s
     ``on_start()`` is called when every worker is connected (idle connections held) and just
     before the clients start: ``netlab.measure`` starts watching the server there, so the
     idle connections' accepts are not counted against the requests.
+    ``progress``: True for a line on stderr each second, or a function given a dict
+    (elapsed_s, requests, errors, rps) each second and once at the end.
+    Latencies are those of the requests answered with ``expect_status``.
     """
     specs, params, cores = _plan(url, concurrency, requests, duration, keepalive, slow, idle,
                                  think_ms, processes, timeout, path, expect_status,

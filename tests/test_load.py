@@ -203,8 +203,11 @@ def test_an_idle_client_stalls_an_iterative_server_but_not_epoll():
         assert r.params["idle_connected"] == 1 and r.idle == 1
         assert r.errors["timeout"] == 3 and r.requests == 0
     with netlab.serve("epoll") as srv:
-        r = load.run(srv.url, 2, requests=20, idle=5, processes=2, timeout=2)
+        started = []
+        r = load.run(srv.url, 2, requests=20, idle=5, processes=2, timeout=2,
+                     on_start=lambda: started.append(1))
         assert r.params["idle_connected"] == 5 and r.requests == 20 and no_errors(r)
+        assert started == [1]
 
 
 def test_slow_clients_send_in_pieces(epoll_server):
