@@ -124,12 +124,28 @@ class Holders:
     own source address on Linux loopback (127.0.0.2, .3, ...). They exit when ``close()`` closes
     their stdin, or when the caller dies (its end of the pipe closes with it)."""
 
-    def __init__(self, host, port, connect_timeout=1.0):
+    STEP = 2000      # connections added at once when the server's pid is known (half the backlog)
+
+    def __init__(self, host, port, connect_timeout=1.0, pid=None):
         self.host, self.port, self.connect_timeout = host, port, connect_timeout
+        self.pid = pid
         self.procs, self.shares = [], []
 
     def grow(self, k, timeout=60.0) -> dict:
-        """Hold ``k`` in all (filling holder 0 first); their summed counts (also: a report)."""
+        """Hold ``k`` in all (filling holder 0 first); their summed counts (also: a report).
+
+        With the server's ``pid``, grow STEP at a time and let the server accept each step
+        before the next: a slow acceptor (a thread per connection) would otherwise see its
+        listen backlog overflow, and connections the client believes open never reach it."""
+        current = sum(self.shares)
+        if self.pid is not None and k - current > self.STEP:
+            deadline = time.monotonic() + timeout
+            for step in range(current + self.STEP, k, self.STEP):
+                self._grow(step, max(1.0, deadline - time.monotonic()))
+                _accepting(self.pid, step, until=deadline)
+        return self._grow(k, timeout)
+
+    def _grow(self, k, timeout) -> dict:
         from ..lifecycle import _PKG_PARENT
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (_PKG_PARENT, os.environ.get("PYTHONPATH")) if p))
@@ -179,6 +195,20 @@ class Holders:
 
 
 # --- what the server and the kernel use -------------------------------------------------------
+
+def _accepting(pid, k, until, stall=2.0):
+    """Wait until the server holds k sockets, or its count stops growing for ``stall`` s."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() < until:
+        n = server_usage(pid, full=False)["sockets"]
+        if n >= k:
+            return
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > stall:
+            return
+        time.sleep(0.05)
+
 
 def server_usage(pid, full=True) -> dict:
     """The server tree's RSS, USS, PSS (bytes), threads, fds, processes and distinct sockets."""
@@ -337,7 +367,7 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
         load.run(srv.url, active, duration=0.3, timeout=timeout)        # warm-up: not recorded
         _settle(srv.pid, 2)
         base, grown, conn, mine = server_usage(srv.pid), {}, 0, 0     # conn: client side
-        with Holders(srv.host, srv.port, timeout) as holders:
+        with Holders(srv.host, srv.port, timeout, pid=srv.pid) as holders:
             for k in held:
                 need = (grown.get("uss", 0) + grown.get("slab", 0)) / max(conn, 1) * (k - conn)
                 why = stop or _why_not(name, k, cap, nproc, need)
