@@ -120,3 +120,9 @@ def test_cli_text_and_json(capsys):
     assert len(rows[0]["per_worker"]) == 2
     assert herd.main(["--mode", "accept", "--workers", "0"]) == 2
     assert "workers" in capsys.readouterr().err
+
+
+def test_run_all_reports_each_step_when_asked():
+    seen = []
+    df = herd.run_all(("accept", "reuseport"), workers=2, connections=60, progress=seen.append)
+    assert len(df) == 2 and len(seen) == 2 and seen[0].startswith("[1/2] herd: accept")

@@ -32,3 +32,13 @@ def standalone(name: str, doc: str, arguments, run, argv=None) -> int:
     except NetlabError as e:
         print(f"netlab: {e}", file=sys.stderr)
         return 2
+
+
+def step(progress, text: str) -> None:
+    """Report one step of a long run: ``progress`` True prints a line to stderr, a function is
+    called with the text, False (the default in code) stays quiet."""
+    if progress is True:
+        import sys
+        print(text, file=sys.stderr, flush=True)
+    elif callable(progress):
+        progress(text)

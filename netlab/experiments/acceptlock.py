@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from . import command, standalone
+from . import command, standalone, step
 from ..servers import NetlabError
 
 POOL_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -205,7 +205,8 @@ def measure(pool: int, lock: bool, connections: int, concurrency: int,
                 client_cpu_s=load["client_cpu_s"], limited_by=verdict, why=why)
 
 
-def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_ms=0.0):
+def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_ms=0.0,
+        progress=False):
     """One row per pool size (per lock setting, if ``lock=(True, False)``): lock wait per
     connection (µs), acquisitions that waited, context switches and server CPU per connection,
     throughput, and what limited it. Defaults: class sizes, or quick ones (NETLAB_QUICK)."""
@@ -221,8 +222,11 @@ def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_
             raise NetlabError(f"{name} must be a whole number from 1 to {top}, not {v!r}")
     if not locks or not all(isinstance(v, bool) for v in locks):
         raise NetlabError(f"lock must be True, False or (True, False), not {lock!r}")
-    return pd.DataFrame([measure(n, lk, connections, concurrency, backend_ms)
-                         for lk in locks for n in pool_sizes])
+    rows, todo = [], [(lk, n) for lk in locks for n in pool_sizes]
+    for i, (lk, n) in enumerate(todo, 1):
+        step(progress, f"[{i}/{len(todo)}] accept lock: pool {n}, lock {'on' if lk else 'off'}")
+        rows.append(measure(n, lk, connections, concurrency, backend_ms))
+    return pd.DataFrame(rows)
 
 
 def plot(df):
@@ -280,7 +284,8 @@ TABLE = {"pool": "pool", "lock": "lock", "served": "served", "lock_wait_us_per_c
 
 def _cmd(args) -> int:
     lock = (True, False) if args.both else not args.no_lock
-    df = run(args.pool_sizes, args.connections, lock, args.concurrency)
+    df = run(args.pool_sizes, args.connections, lock, args.concurrency,
+             progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(df.to_json(orient="records", indent=2))
         return 0

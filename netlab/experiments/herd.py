@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from . import command, standalone
+from . import command, standalone, step
 from ..servers import FEATURES, NetlabError
 
 MODES = ("accept", "select", "epoll", "exclusive", "reuseport")
@@ -250,10 +250,14 @@ def summary(df) -> dict:
                 seconds=a["seconds"])
 
 
-def run_all(modes=MODES, workers: int = 4, connections: int = 2000):
+def run_all(modes=MODES, workers: int = 4, connections: int = 2000, progress=False):
     """Every mode in turn: one summary row each (an unavailable mode says why)."""
     import pandas as pd
-    return pd.DataFrame([summary(run(m, workers, connections)) for m in modes])
+    rows = []
+    for i, m in enumerate(modes, 1):
+        step(progress, f"[{i}/{len(modes)}] herd: {m}, {workers} workers, {connections:,} connections")
+        rows.append(summary(run(m, workers, connections)))
+    return pd.DataFrame(rows)
 
 
 def plot(summary_df):
@@ -297,7 +301,11 @@ def _arguments(p):
 
 def _cmd(args) -> int:
     modes = MODES if args.mode == "all" else (args.mode,)
-    frames = [run(m, args.workers, args.connections) for m in modes]
+    frames = []
+    for i, m in enumerate(modes, 1):
+        if not args.json and sys.stderr.isatty():
+            step(True, f"[{i}/{len(modes)}] {m}")
+        frames.append(run(m, args.workers, args.connections))
     rows = [dict(summary(df), per_worker=df.to_dict("records")) for df in frames]
     if args.json:
         print(json.dumps(rows, indent=2, default=int))

@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 
-from . import command, standalone
+from . import command, standalone, step
 from ..servers import NetlabError
 
 PEERS = ("node", "java")
@@ -134,10 +134,13 @@ def profile(model_or_peer="epoll", requests=None, concurrency=None, keepalive=Fa
 
 
 def compare(models=("forking", "threaded", "prethreaded", "epoll"), requests=None,
-            concurrency=None, keepalive=False):
+            concurrency=None, keepalive=False, progress=False):
     """Calls per request, a column per model (or peer) and a row per syscall; 0 where none."""
     import pandas as pd
-    frames = {m: profile(m, requests, concurrency, keepalive) for m in models}
+    frames = {}
+    for i, m in enumerate(models, 1):
+        step(progress, f"[{i}/{len(models)}] syscalls: {m} under strace")
+        frames[m] = profile(m, requests, concurrency, keepalive)
     wide = pd.concat({m: f.set_index("syscall")["calls_per_request"] for m, f in frames.items()},
                      axis=1).fillna(0.0)
     wide = wide.loc[wide.max(axis=1).sort_values(ascending=False).index]
@@ -184,7 +187,8 @@ def _cmd(args) -> int:
               f"clients, {df.attrs['mode']}; {df.attrs['baseline']}")
         print(df.head(args.top).round(3).to_string(index=False))
         return 0
-    wide = compare(args.models, args.requests, args.concurrency, args.keepalive)
+    wide = compare(args.models, args.requests, args.concurrency, args.keepalive,
+                   progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(wide.reset_index().to_json(orient="records", indent=2))
         return 0
