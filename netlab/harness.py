@@ -33,27 +33,10 @@ def _cores_split(cpus: int):
 
 
 def _accepted(server, idle: int, settle: float = 0.3, limit: float = 5.0) -> None:
-    """Wait until the server has accepted the held connections (its fd count stops growing),
-    so accepting them is not counted as work for the requests that follow."""
-    import psutil
-
-    def fds():
-        try:
-            root = psutil.Process(server.pid)
-            return sum(p.num_fds() for p in [root] + root.children(recursive=True))
-        except psutil.Error:
-            return 0
-
-    deadline, last, since = time.monotonic() + limit, -1, time.monotonic()
-    while time.monotonic() < deadline:
-        n = fds()
-        if n >= idle:
-            return
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since >= settle:
-            return                        # it stopped accepting (select's wall, iterative)
-        time.sleep(0.02)
+    """Wait until the server has accepted the held connections (its socket count reaches them
+    or stops growing), so accepting them is not counted as work for the requests that follow."""
+    from .experiments.c10k import _accepting
+    _accepting(server.pid, idle, until=time.monotonic() + limit, stall=settle)
 
 
 def _own_cpu() -> float:
