@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from .lifecycle import serve
+from .monitor import server_usage
 from .servers import NetlabError
 
 HELLO = b"Hello from netlab!\n"
@@ -143,17 +144,8 @@ def many_clients(srv, n: int = 100) -> str:
 
 
 def no_fd_leak(srv, n: int = 200) -> str:
-    import psutil
-
     def fds():
-        root = psutil.Process(srv.pid)
-        total = 0
-        for p in [root] + root.children(recursive=True):
-            try:
-                total += p.num_fds()
-            except psutil.Error:
-                pass
-        return total
+        return server_usage(srv.pid, full=False)["fds"]
 
     for _ in range(20):                       # warm up: lazily opened files, pools
         _exchange(srv.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

@@ -19,7 +19,7 @@ from typing import Iterable, Optional, Sequence
 from . import load as _load
 from .env import machine, quick_mode
 from .lifecycle import serve
-from .monitor import Monitor, pin as _pin, server_cores
+from .monitor import Monitor, pin as _pin, server_cores, settle_sockets
 from .results import Result, frame, limited_by, save, spread_warning
 from .servers import NetlabError
 
@@ -35,8 +35,7 @@ def _cores_split(cpus: int):
 def _accepted(server, idle: int, settle: float = 0.3, limit: float = 5.0) -> None:
     """Wait until the server has accepted the held connections (its socket count reaches them
     or stops growing), so accepting them is not counted as work for the requests that follow."""
-    from .experiments.c10k import _accepting
-    _accepting(server.pid, idle, until=time.monotonic() + limit, stall=settle)
+    settle_sockets(server.pid, until=time.monotonic() + limit, want=idle, stall=settle)
 
 
 def _own_cpu() -> float:

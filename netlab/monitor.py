@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Optional
@@ -320,3 +322,58 @@ def pin(server, cpus) -> None:
             except (psutil.Error, AttributeError, ValueError, OSError):
                 pass
         time.sleep(0.02)
+
+
+def server_usage(pid: int, full: bool = True) -> dict:
+    """A snapshot of the server tree: RSS, USS, PSS (bytes), threads, fds, processes and distinct
+    sockets (a socket shared by forked workers counts once). ``full=False`` skips USS/PSS, which
+    read smaps and are slow for big trees."""
+    psutil = _psutil()
+    root = psutil.Process(pid)
+    procs = [root] + root.children(recursive=True)
+    u = dict(rss=0, uss=0, pss=0, threads=0, fds=0, procs=0)
+    socks = set()
+    full = full and len(procs) <= 2000
+    for p in procs:
+        try:
+            with p.oneshot():
+                u["rss"] += p.memory_info().rss
+                u["threads"] += p.num_threads()
+                u["fds"] += p.num_fds()
+                if full:
+                    m = p.memory_full_info()
+                    u["uss"] += m.uss
+                    u["pss"] += getattr(m, "pss", math.nan)
+            u["procs"] += 1
+            for fd in os.listdir(f"/proc/{p.pid}/fd"):
+                link = os.readlink(f"/proc/{p.pid}/fd/{fd}")
+                if link.startswith("socket:"):
+                    socks.add(link)
+        except (psutil.Error, OSError):
+            pass
+    if not full:
+        u["uss"] = u["pss"] = math.nan
+    u["sockets"] = len(socks) if sys.platform.startswith("linux") else u["fds"]
+    return u
+
+
+def settle_sockets(pid: int, until: float, want: Optional[int] = None,
+                   stall: float = 0.3) -> int:
+    """Wait until the server holds ``want`` sockets, or (without ``want``, or if it never gets
+    there) until its count has not changed for ``stall`` s, or the monotonic deadline ``until``;
+    return the last count.
+
+    Why: a client's connect() returns once the kernel has queued the connection; the server
+    accepts it (and closes a finished one) later, in its own time. Counting right after the
+    client acted races the server."""
+    last, since = -1, time.monotonic()
+    while True:
+        n = server_usage(pid, full=False)["sockets"]
+        now = time.monotonic()
+        if want is not None and n >= want or now >= until:
+            return n
+        if n != last:
+            last, since = n, now
+        elif now - since >= stall:
+            return n
+        time.sleep(0.05)

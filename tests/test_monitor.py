@@ -93,3 +93,25 @@ def test_ask_usage_answers_only_for_a_running_netlab_server():
         assert set(a["self"]) == {"user", "sys", "voluntary", "involuntary"}
     assert ask_usage(srv) is None
     assert ask_usage(12345) is None
+
+
+def test_settle_sockets_waits_for_accepts_and_gives_up_on_a_stall():
+    import socket
+    import time
+
+    from netlab.monitor import server_usage, settle_sockets
+    for model, accepts in (("epoll", 5), ("iterative", 1)):
+        with netlab.serve(model) as srv:
+            clients = [socket.create_connection((srv.host, srv.port)) for _ in range(5)]
+            try:
+                t0 = time.monotonic()
+                n = settle_sockets(srv.pid, until=t0 + 20, want=1 + 5, stall=2.0)
+                took = time.monotonic() - t0
+                # the listener plus what the model accepted: epoll takes all five; iterative
+                # takes one, waits for its request, and the count stalls well before the deadline
+                assert n == 1 + accepts, (model, n)
+                assert took < 15, (model, took)
+                assert server_usage(srv.pid, full=False)["sockets"] == n
+            finally:
+                for c in clients:
+                    c.close()

@@ -20,7 +20,6 @@ one server process use ``models=("reuseport",)`` (workers are sized to K automat
     python -m netlab c10k --models epoll,poll,threaded --held 0,1000,10000
 """
 
-# Only the standard library at the top: the holder processes run this module (--hold).
 import argparse
 import errno
 import json
@@ -34,6 +33,7 @@ import sys
 import time
 
 from . import command, standalone
+from ..monitor import server_usage, settle_sockets   # noqa: F401 (server_usage: notebooks)
 
 PER_HOLDER = 15_000          # connections per holder process (and per server process)
 WINDOW, GIVE_UP = 256, 64    # connects in flight; failed connects before a holder stops trying
@@ -142,7 +142,7 @@ class Holders:
             deadline = time.monotonic() + timeout
             for step in range(current + self.STEP, k, self.STEP):
                 self._grow(step, max(1.0, deadline - time.monotonic()))
-                _accepting(self.pid, step, until=deadline)
+                settle_sockets(self.pid, until=deadline, want=step, stall=2.0)
         return self._grow(k, timeout)
 
     def _grow(self, k, timeout) -> dict:
@@ -196,51 +196,6 @@ class Holders:
 
 # --- what the server and the kernel use -------------------------------------------------------
 
-def _accepting(pid, k, until, stall=2.0):
-    """Wait until the server holds k sockets, or its count stops growing for ``stall`` s."""
-    last, since = -1, time.monotonic()
-    while time.monotonic() < until:
-        n = server_usage(pid, full=False)["sockets"]
-        if n >= k:
-            return
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since > stall:
-            return
-        time.sleep(0.05)
-
-
-def server_usage(pid, full=True) -> dict:
-    """The server tree's RSS, USS, PSS (bytes), threads, fds, processes and distinct sockets."""
-    import psutil
-    root = psutil.Process(pid)
-    procs = [root] + root.children(recursive=True)
-    u = dict(rss=0, uss=0, pss=0, threads=0, fds=0, procs=0)
-    socks = set()
-    full = full and len(procs) <= 2000        # smaps is slow to read for big trees
-    for p in procs:
-        try:
-            with p.oneshot():
-                u["rss"] += p.memory_info().rss
-                u["threads"] += p.num_threads()
-                u["fds"] += p.num_fds()
-                if full:
-                    m = p.memory_full_info()
-                    u["uss"] += m.uss
-                    u["pss"] += getattr(m, "pss", math.nan)
-            u["procs"] += 1
-            for fd in os.listdir(f"/proc/{p.pid}/fd"):
-                link = os.readlink(f"/proc/{p.pid}/fd/{fd}")
-                if link.startswith("socket:"):
-                    socks.add(link)
-        except (psutil.Error, OSError):
-            pass
-    if not full:
-        u["uss"] = u["pss"] = math.nan
-    u["sockets"] = len(socks) if sys.platform.startswith("linux") else u["fds"]
-    return u
-
-
 def kernel_usage() -> dict:
     """Kernel slab bytes (active objects in /proc/slabinfo if readable, else meminfo's Slab) and
     TCP buffer bytes (/proc/net/sockstat); NaN where there is no /proc."""
@@ -285,15 +240,6 @@ def _fd_limit() -> int:
         return 1024
 
 
-def _settle(pid, seconds):
-    """Wait until the server's socket count stops changing (it has accepted or closed all)."""
-    last, same, deadline = -1, 0, time.monotonic() + seconds
-    while same < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        n = server_usage(pid, full=False)["sockets"]
-        same, last = (same + 1 if n == last else 0), n
-
-
 def _problems(got, accepted, srv, lr, timeout) -> list:
     """What went wrong at this K, one clause each: the row's reason."""
     out = []
@@ -336,7 +282,7 @@ def _grow(srv, holders, k, grown) -> tuple:
     sockets the server has accepted)."""
     s0, k0 = server_usage(srv.pid), kernel_usage()
     holders.grow(k, timeout=20 + k / 500)
-    _settle(srv.pid, min(60, 5 + k / 100))
+    settle_sockets(srv.pid, until=time.monotonic() + min(60, 5 + k / 100))
     got, s1, k1 = holders.report(), server_usage(srv.pid), kernel_usage()
     for key, a, b in (("rss", s0, s1), ("uss", s0, s1), ("pss", s0, s1), ("slab", k0, k1),
                       ("tcp_buf", k0, k1)):
@@ -365,7 +311,7 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
         cap = nproc * (_fd_limit() - 64)
         srv = Server(name, workers=workers).start()
         load.run(srv.url, active, duration=0.3, timeout=timeout)        # warm-up: not recorded
-        _settle(srv.pid, 2)
+        settle_sockets(srv.pid, until=time.monotonic() + 2)
         base, grown, conn, mine = server_usage(srv.pid), {}, 0, 0     # conn: client side
         with Holders(srv.host, srv.port, timeout, pid=srv.pid) as holders:
             for k in held:
