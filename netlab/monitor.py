@@ -377,3 +377,20 @@ def settle_sockets(pid: int, until: float, want: Optional[int] = None,
         elif now - since >= stall:
             return n
         time.sleep(0.05)
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.05):
+    """Call ``condition()`` until it returns something true or ``timeout`` s pass; return its
+    last value. A process that something else starts, reaps or accepts for gets there in its own
+    time: poll for the state instead of sleeping a guess. Errors from processes that vanish
+    between two looks (psutil.NoSuchProcess) count as "not yet"."""
+    psutil = _psutil()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except psutil.NoSuchProcess:
+            value = None
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)

@@ -115,3 +115,15 @@ def test_settle_sockets_waits_for_accepts_and_gives_up_on_a_stall():
             finally:
                 for c in clients:
                     c.close()
+
+
+def test_wait_until_returns_the_first_true_value_or_the_last_one_at_the_deadline():
+    import time
+
+    from netlab.monitor import wait_until
+    calls = []
+    assert wait_until(lambda: calls.append(1) or len(calls) >= 3 and "done", timeout=5) == "done"
+    assert len(calls) == 3
+    t0 = time.monotonic()
+    assert wait_until(lambda: 0, timeout=0.2) == 0
+    assert 0.2 <= time.monotonic() - t0 < 2
