@@ -494,12 +494,41 @@ class Server:
             self.proc.stdin.write(payload)
             self.proc.stdin.close()
             line = self._read_announcement()
+            self._await_workers()
         except BaseException:
             self.stop(check=False)
             raise
         self.url = line.split(" ", 2)[2]
         self.port = int(self.url.rstrip("/").rsplit(":", 1)[1])
         return self
+
+    def _await_workers(self) -> None:
+        """Return once a pool's worker processes exist. They are forked after the server
+        announces that it listens: connections queue meanwhile, but a measurement started at
+        once would charge the forks to its first requests and see fewer processes."""
+        if callable(self._spec["target"]) or self._wrap:
+            return
+        want = servers.get(self.model).forked_at_start(self.workers)
+        if not want:
+            return
+        try:
+            import psutil
+        except ImportError:
+            return
+        deadline = time.monotonic() + self._startup_timeout
+        while True:
+            try:
+                if len(psutil.Process(self.proc.pid).children()) >= want:
+                    return
+            except psutil.NoSuchProcess:
+                pass
+            if self.proc.poll() is not None:
+                raise ServerError(self._tail() or f"the {self.model} server exited with "
+                                  f"status {self.proc.returncode} while forking its workers")
+            if time.monotonic() > deadline:
+                raise ServerError(f"the {self.model} server did not fork its {want} workers "
+                                  f"within {self._startup_timeout:.0f} s; its log: {self._tail()}")
+            time.sleep(0.01)
 
     def _read_announcement(self) -> str:
         deadline = time.monotonic() + self._startup_timeout

@@ -15,6 +15,7 @@ import pytest
 
 import netlab
 from netlab.lifecycle import _proc_group
+from netlab.monitor import wait_until
 from conftest import get, port_listening
 
 
@@ -403,7 +404,8 @@ def test_a_grandchild_that_ignores_sigterm_dies_with_a_killed_harness():
     harness = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
         pid, port = map(int, harness.stdout.readline().split())
-        assert len(_proc_group(pid)) >= 3
+        # the server, sh and its sleep: the server function starts sh after it is announced
+        assert wait_until(lambda: len(_proc_group(pid)) >= 3, timeout=10)
     finally:
         harness.kill()
         harness.wait()
@@ -418,17 +420,37 @@ def escaping_loop(listen, app):
     if os.fork() == 0:
         os.setpgid(0, 0)                      # leaves the server's process group
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        time.sleep(2)                         # ...and keeps the port for a while
+        time.sleep(60)                        # ...and keeps the port until the test kills it
         os._exit(0)
     student_loop(listen, app)
 
 
 def test_a_process_that_escaped_the_group_and_holds_the_port_is_reported():
     srv = netlab.serve(escaping_loop)
-    time.sleep(0.3)
-    with pytest.raises(netlab.ServerError, match="still accepts connections"):
-        srv.stop()
-    time.sleep(2.5)                           # let the escaped process end before the leak check
+
+    def escaped():                        # children that lead a process group of their own
+        out = []
+        for p in psutil.Process(srv.pid).children():
+            try:
+                if os.getpgid(p.pid) == p.pid:
+                    out.append(p)
+            except ProcessLookupError:
+                pass
+        return out
+
+    kids = wait_until(escaped, timeout=10)
+    try:
+        assert kids, "the server's child never left its process group"
+        with pytest.raises(netlab.ServerError, match="still accepts connections"):
+            srv.stop()
+    finally:
+        for p in kids or ():
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        assert wait_until(lambda: not any(p.is_running() and p.status() != "zombie"
+                                          for p in kids or ()), timeout=10)
 
 
 def exits_quietly(listen, app):
@@ -470,3 +492,12 @@ def test_workload_errors_are_netlab_errors_and_value_errors():
         netlab.Workload(backend_ms=-1)
     with pytest.raises(ValueError):
         netlab.Workload(cpu_us=float("nan"))
+
+
+@pytest.mark.parametrize("model,workers,children", [("preforked", None, 4), ("preforked", 1, 1),
+                                                    ("epoll", 3, 3), ("epoll", 1, 0)])
+def test_serve_returns_once_the_pool_is_forked(model, workers, children):
+    # workers are forked after the server listens; a measurement must not start before them
+    with netlab.serve(model, workers=workers) as srv:
+        assert len(psutil.Process(srv.pid).children()) == children
+        assert get(srv.port)[0] == 200

@@ -103,6 +103,12 @@ class Model:
             raise NetlabError(f"workers > 1 {FEATURES['fork'][1]}")
         return workers
 
+    def forked_at_start(self, workers: int) -> int:
+        """How many worker processes it forks once it is listening (0: it serves itself)."""
+        if self.workers != "processes":
+            return 0
+        return workers if workers > 1 or self.name in ("preforked", "reuseport") else 0
+
     def run(self, listen, app, workers=None, **options) -> None:
         n = self.check(workers, options)
         if self.workers:
