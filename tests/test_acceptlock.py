@@ -10,6 +10,7 @@ import matplotlib
 import pytest
 
 from netlab.experiments import acceptlock
+from netlab.monitor import wait_until
 from netlab.servers import NetlabError
 
 matplotlib.use("Agg")
@@ -70,24 +71,28 @@ def test_plot_returns_a_figure(df):
 
 def test_counting_lock_counts_waits_in_progress_and_done():
     lock = acceptlock.CountingLock()
-    held = threading.Event()
+    held, release = threading.Event(), threading.Event()
 
     def holder():
         with lock:
             held.set()
-            time.sleep(0.1)
+            release.wait(10)
 
     t = threading.Thread(target=holder)
     t.start()
-    held.wait(5)
+    assert held.wait(5)
     waiter = threading.Thread(target=lambda: lock.__enter__() or lock.__exit__())
     waiter.start()
-    time.sleep(0.05)
-    assert lock.snapshot()["wait_s"] > 0.02            # still waiting: counted already
-    t.join()
-    waiter.join()
+    try:
+        assert wait_until(lambda: lock._waiting, timeout=5)     # it found the lock taken
+        time.sleep(0.05)
+        assert lock.snapshot()["wait_s"] >= 0.05            # still waiting: counted already
+    finally:
+        release.set()
+        t.join()
+        waiter.join()
     snap = lock.snapshot()
-    assert snap["acquired"] == 2 and snap["waited"] == 1 and 0.03 < snap["wait_s"] < 1
+    assert snap["acquired"] == 2 and snap["waited"] == 1 and 0.05 <= snap["wait_s"] < 10
 
 
 @pytest.mark.parametrize("kwargs", [dict(pool_sizes=(0,)), dict(connections=True),
