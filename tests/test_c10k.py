@@ -98,6 +98,10 @@ def test_holders_release_their_connections_on_close():
             # connect() returns once the kernel queued the connection; the server accepts later
             held = settle_sockets(srv.pid, until=time.monotonic() + 30, want=200, stall=30)
             assert held >= 200
+        with c10k.Holders(srv.host, srv.port, pid=srv.pid) as h:
+            h.grow(300)                                  # with the pid: returns once accepted
+            assert c10k.server_usage(srv.pid, full=False)["sockets"] >= 300
+            pids += [p.pid for p in h.procs]
         assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                        for p in pids)
 

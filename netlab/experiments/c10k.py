@@ -134,16 +134,21 @@ class Holders:
     def grow(self, k, timeout=60.0) -> dict:
         """Hold ``k`` in all (filling holder 0 first); their summed counts (also: a report).
 
-        With the server's ``pid``, grow STEP at a time and let the server accept each step
-        before the next: a slow acceptor (a thread per connection) would otherwise see its
-        listen backlog overflow, and connections the client believes open never reach it."""
+        With the server's ``pid``, return only once the server has accepted them (or its count
+        of sockets has stopped growing for 2 s: a server that cannot take more). A client's
+        connect() returns as soon as the kernel has queued the connection, long before a busy
+        server accepts it. And grow STEP at a time, letting the server accept each step before
+        the next: a slow acceptor (a thread per connection) would otherwise see its listen
+        backlog overflow, and connections the client believes open never reach it."""
+        if self.pid is None:
+            return self._grow(k, timeout)
         current = sum(self.shares)
-        if self.pid is not None and k - current > self.STEP:
-            deadline = time.monotonic() + timeout
-            for step in range(current + self.STEP, k, self.STEP):
-                self._grow(step, max(1.0, deadline - time.monotonic()))
-                settle_sockets(self.pid, until=deadline, want=step, stall=2.0)
-        return self._grow(k, timeout)
+        deadline = time.monotonic() + timeout
+        own = server_usage(self.pid, full=False)["sockets"] - current   # listener and the like
+        for step in list(range(current + self.STEP, k, self.STEP)) + [k]:
+            got = self._grow(step, max(1.0, deadline - time.monotonic()))
+            settle_sockets(self.pid, until=deadline, want=own + step, stall=2.0)
+        return got
 
     def _grow(self, k, timeout) -> dict:
         from ..lifecycle import _PKG_PARENT
@@ -173,7 +178,8 @@ class Holders:
         return total
 
     def report(self) -> dict:
-        return self.grow(sum(self.shares))
+        """The holders' counts now: held, attempted, and failures by kind."""
+        return self._grow(sum(self.shares), 60.0)
 
     def close(self):
         for p in self.procs:
