@@ -7,6 +7,7 @@
     python -m netlab peers [-c C] [-d SECONDS] [--json]
     python -m netlab check MODEL | FILE.py:FUNCTION       (your server against netlab's promises)
     python -m netlab fdbench | herd | acceptlock | c10k | syscalls ...   (the phenomena)
+    python -m netlab showdown [--models M,...] [--workloads W,...] [--save NAME]   (the table)
 """
 
 from __future__ import annotations
@@ -308,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(func=cmd_check)
 
     # the phenomena instruments bring their own subcommands
-    from .experiments import acceptlock, c10k, fdbench, herd, syscalls
-    for experiment in (fdbench, herd, acceptlock, c10k, syscalls):
+    from .experiments import acceptlock, c10k, fdbench, herd, showdown, syscalls
+    for experiment in (fdbench, herd, acceptlock, c10k, syscalls, showdown):
         experiment.add_cli(sub)
     return p
 
