@@ -62,19 +62,37 @@ def _spin(n: int) -> int:
 
 
 def burn_cpu(us: float) -> None:
-    """Do about ``us`` microseconds of pure-Python work (calibrated once per process).
+    """Do ``us`` microseconds of pure-Python work, measured on this thread's CPU clock.
 
-    A calibrated loop rather than a spin on the clock: it is real work, so it slows down when
-    the process is starved of CPU or of the GIL, exactly as a real handler would.
+    Real work (a loop of arithmetic holding the GIL) in steps of ~20 µs, until the thread has
+    used ``us`` of CPU. A fixed number of iterations, calibrated once per process, missed by
+    ±40% from one server process to the next on a shared VM (a calibration taken while a
+    neighbour shared the core): "500 µs per request" has to be 500 µs in every model. Time
+    spent waiting for a core or for the GIL is not CPU, so it still stretches the request.
     """
     if us <= 0:
         return
-    _spin(int(us * (_iterations_per_us or calibrate())))
+    step = max(1, int(min(us, 20.0) * (_iterations_per_us or calibrate())))
+    if not _FINE_CLOCK:                 # a coarse thread clock (Windows): trust the loop count
+        _spin(int(us / min(us, 20.0)) * step)
+        return
+    end = time.thread_time() + us / 1e6
+    while True:
+        _spin(step)
+        if time.thread_time() >= end:
+            return
+
+
+try:
+    _FINE_CLOCK = time.get_clock_info("thread_time").resolution <= 1e-5
+except (AttributeError, ValueError, OSError):
+    _FINE_CLOCK = False
 
 
 def calibrate() -> float:
-    """Loop iterations per microsecond of CPU in this process. App calls it when the workload
-    burns CPU, before any model forks, so children inherit it instead of paying ~10 ms each."""
+    """Loop iterations per microsecond of CPU in this process (to size burn_cpu's steps). App
+    calls it when the workload burns CPU, before any model forks, so children inherit it
+    instead of paying ~10 ms each."""
     global _iterations_per_us
     if _iterations_per_us is None:
         best = float("inf")

@@ -269,3 +269,16 @@ def test_burn_cpu_calibrates_once(monkeypatch):
     assert calibration > 1 and workload._iterations_per_us > 0
     burn_cpu(10)
     assert len(spins) == calibration + 1
+
+
+def test_burn_cpu_uses_the_cpu_it_is_asked_for_even_when_miscalibrated(monkeypatch):
+    """The thread's CPU clock decides, not the calibration: a calibration 3x off (taken while a
+    neighbour shared the core) must not make 5 ms of work take 1.7 ms or 15 ms."""
+    burn_cpu(1)
+    for factor in (1 / 3, 3):
+        monkeypatch.setattr(workload, "_iterations_per_us", workload.calibrate() * factor)
+        t0 = time.thread_time()
+        for _ in range(4):
+            burn_cpu(5000)
+        per_call = (time.thread_time() - t0) / 4
+        assert 0.005 <= per_call < 0.0075, (factor, per_call)
