@@ -45,6 +45,7 @@ class Model:
     options: dict = field(default_factory=dict)   # extra keyword options: name -> default
     needs: tuple = ()
     reuseport: bool = False      # the listening socket must be created with SO_REUSEPORT
+    always_forks: bool = False   # forks its workers even when there is only one
 
     @property
     def available(self) -> bool:
@@ -107,7 +108,7 @@ class Model:
         """How many worker processes it forks once it is listening (0: it serves itself)."""
         if self.workers != "processes":
             return 0
-        return workers if workers > 1 or self.name in ("preforked", "reuseport") else 0
+        return workers if workers > 1 or self.always_forks else 0
 
     def run(self, listen, app, workers=None, **options) -> None:
         n = self.check(workers, options)
@@ -122,7 +123,7 @@ MODELS = [
     Model("iterative", "one connection at a time in a single accept loop (attempt 1)"),
     Model("forking", "fork() a child process per connection (attempt 2)", needs=("fork",)),
     Model("preforked", "N processes forked up front, all blocking in accept() on one socket",
-          workers="processes", default_workers=4, needs=("fork",)),
+          workers="processes", default_workers=4, needs=("fork",), always_forks=True),
     Model("threaded", "a new thread per connection"),
     Model("prethreaded", "a pool of N threads taking turns on accept() under a mutex",
           workers="threads", default_workers=8, options={"lock": True}),
@@ -137,7 +138,7 @@ MODELS = [
     Model("asyncio", "coroutines on the asyncio event loop", **_EVENT_LOOP),
     Model("reuseport", "N processes, each with its own SO_REUSEPORT socket and epoll loop",
           workers="processes", default_workers=os.cpu_count() or 2, options={"edge": False},
-          needs=("fork", "reuseport"), reuseport=True),
+          needs=("fork", "reuseport"), reuseport=True, always_forks=True),
 ]
 
 _BY_NAME = {m.name: m for m in MODELS}
