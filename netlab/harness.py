@@ -32,12 +32,6 @@ def _cores_split(cpus: int):
     return [0], list(range(1, cpus))
 
 
-def _accepted(server, idle: int, settle: float = 0.3, limit: float = 5.0) -> None:
-    """Wait until the server has accepted the held connections (its socket count reaches them
-    or stops growing), so accepting them is not counted as work for the requests that follow."""
-    settle_sockets(server.pid, until=time.monotonic() + limit, want=idle, stall=settle)
-
-
 def _own_cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -74,8 +68,8 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
     before = []
 
     def started():            # idle connections are held: count from here
-        if load_kwargs.get("idle"):
-            _accepted(server, load_kwargs["idle"])
+        if load_kwargs.get("idle"):   # once accepted: accepting them is not the requests' work
+            settle_sockets(server.pid, until=time.monotonic() + 5.0, want=load_kwargs["idle"])
         before.append(_machine_busy() - _own_cpu())
         mon.start()
 

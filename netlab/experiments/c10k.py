@@ -33,7 +33,7 @@ import sys
 import time
 
 from . import command, standalone
-from ..monitor import server_usage, settle_sockets   # noqa: F401 (server_usage: notebooks)
+from ..monitor import server_usage, settle_sockets
 
 PER_HOLDER = 15_000          # connections per holder process (and per server process)
 WINDOW, GIVE_UP = 256, 64    # connects in flight; failed connects before a holder stops trying
@@ -286,10 +286,8 @@ def _why_not(name, k, cap, nproc, need) -> str:
 def _grow(srv, holders, k, grown) -> tuple:
     """Hold k; add what that cost the server and the kernel to ``grown``; (holders' counts,
     sockets the server has accepted)."""
-    s0, k0, had = server_usage(srv.pid), kernel_usage(), sum(holders.shares)
-    holders.grow(k, timeout=20 + k / 500)
-    settle_sockets(srv.pid, until=time.monotonic() + min(60, 5 + k / 100),
-                   want=s0["sockets"] + k - had, stall=1.0)
+    s0, k0 = server_usage(srv.pid), kernel_usage()
+    holders.grow(k, timeout=20 + k / 500)          # returns once the server has accepted them
     got, s1, k1 = holders.report(), server_usage(srv.pid), kernel_usage()
     for key, a, b in (("rss", s0, s1), ("uss", s0, s1), ("pss", s0, s1), ("slab", k0, k1),
                       ("tcp_buf", k0, k1)):
