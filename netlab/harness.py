@@ -71,6 +71,7 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
         if load_kwargs.get("idle"):   # once accepted: accepting them is not the requests' work
             settle_sockets(server.pid, until=time.monotonic() + 5.0, want=load_kwargs["idle"])
         before.append(_machine_busy() - _own_cpu())
+        before.append(_own_cpu())
         mon.start()
 
     try:
@@ -83,8 +84,10 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
     # (this process — the monitor's thread, a notebook kernel — is part of measuring, not other)
     others = max(0.0, (_machine_busy() - _own_cpu() - before[0] - usage.cpu_s - lr.client_cpu_s)
                  / max(usage.seconds, 1e-9))
+    # but the cores it took were not there for the server or the client either
+    measuring = max(0.0, _own_cpu() - before[1]) / max(usage.seconds, 1e-9)
     verdict, why = limited_by(lr.duration_s, usage.cpu_s, usage.cores, lr.client_cpu_s,
-                              lr.client_cores, cpus, others)
+                              lr.client_cores, cpus, others + measuring)
     if others >= 0.5:
         why += (f"; other processes kept {others:.1f} core(s) busy meanwhile, so the absolute "
                 "numbers are disturbed: rerun on a quieter machine")

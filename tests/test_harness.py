@@ -29,9 +29,11 @@ def test_a_latency_bound_run_is_limited_by_neither():
 @pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs two cores")
 def test_a_client_that_cannot_keep_up_is_named():
     # one generator process against two server processes that each do the same work per
-    # request: the client fills its core first, the server has two
+    # request: the client fills its core first, the server has two. On 2 cores the three share
+    # them, so the verdict comes from "they competed": enough connections that nobody waits
+    # on a round trip keep the machine full (32 left it 83% busy once on a CI runner)
     with netlab.serve("epoll", workers=2) as srv:
-        r = netlab.measure(srv, 32, duration=1.0, keepalive=True, processes=1)
+        r = netlab.measure(srv, 128, duration=1.0, keepalive=True, processes=1)
     assert r.load.requests > 0
     assert r.limited_by == results.CLIENT_CPU, r.why
 
