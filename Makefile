@@ -11,7 +11,7 @@ LAB_ARGS ?=
 # notebooks under nbval: quick sizes, and no cell may hang the run
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 
-.PHONY: lab test setup unit nbtest notebooks clean
+.PHONY: lab test setup unit nbtest notebooks margins clean
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
@@ -42,6 +42,10 @@ notebooks: setup
 	$(PY) tools/execute_notebooks.py $(NB)
 	$(PY) tools/clean_notebooks.py $(NB)
 	$(PY) tools/student_copies.py $(NB)
+
+# how close each notebook check came to failing, run as `make test` runs them (quick mode)
+margins: setup
+	NETLAB_QUICK=1 $(PY) tools/assert_margins.py $(NB)
 
 clean:
 	rm -rf $(VENV) .pytest_cache netlab.egg-info
