@@ -48,3 +48,14 @@ def test_cells_with_magics_run_as_written(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%time x = 1\nassert x < 2")])
     assert_margins.instrument(nb, "t", str(tmp_path / "log"))
     assert nb.cells[1].source == "%time x = 1\nassert x < 2"
+
+
+def test_pytest_files_are_probed_too(tmp_path):
+    import subprocess
+    test = tmp_path / "test_tiny.py"
+    test.write_text("def test_it():\n    x = 3\n    assert x < 4\n")
+    out = subprocess.run([sys.executable, str(Path(assert_margins.__file__)), str(test)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "1 passed" in out.stdout
+    assert "+25.0%  test_tiny:3" in out.stdout and "x < 4" in out.stdout

@@ -6,6 +6,7 @@ happened twice: an 85% busy line met at 83%, a 10-point rise met with 9). nbval 
 or fail; this says by how much, so thin margins are widened before a runner finds them.
 
     python tools/assert_margins.py notebooks/solutions/0[1-4]*.ipynb [--top 40] [--runs 2]
+    python tools/assert_margins.py tests/test_herd.py tests/test_harness.py     # pytest files too
 
 Slack is the relative distance to the threshold: for `a <= b`, (b - a) / max(|a|, |b|); below
 0 the check failed. The notebooks are run on copies; nothing is written back.
@@ -114,19 +115,54 @@ def run(path: Path, log: str) -> bool:
         return False
 
 
+def run_tests(paths, log: str) -> None:
+    """pytest on test files whose asserts are probed the same way (pytest's own assertion
+    rewriting is off for the run: --assert=plain)."""
+    import builtins
+    import importlib.abc
+    import importlib.machinery
+    import pytest
+    ns = {}
+    exec(PROBE % {"log": log}, ns)
+    builtins.__netlab_cmp = ns["__netlab_cmp"]
+    files = {str(Path(p).resolve()) for p in paths}
+
+    class Loader(importlib.machinery.SourceFileLoader):
+        def get_code(self, fullname):            # never a cached .pyc: always the probed source
+            path = self.get_filename(fullname)
+            tree = ast.parse(self.get_data(path), path)
+            tree = ast.fix_missing_locations(_Probe(Path(path).stem).visit(tree))
+            return compile(tree, path, "exec", dont_inherit=True)
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None and spec.origin in files:
+                spec.loader = Loader(name, spec.origin)
+                return spec
+            return None
+
+    sys.meta_path.insert(0, Finder())
+    pytest.main([*map(str, paths), "--assert=plain", "-q", "-p", "no:cacheprovider"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("notebooks", nargs="+")
+    ap.add_argument("notebooks", nargs="+", help="notebooks, or pytest files (*.py)")
     ap.add_argument("--top", type=int, default=30, help="how many of the thinnest margins to list")
     ap.add_argument("--runs", type=int, default=1, help="run each notebook this many times")
     a = ap.parse_args(argv)
     os.environ.setdefault("NETLAB_QUICK", "1")
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         log = f.name
+    tests = [p for p in a.notebooks if p.endswith(".py")]
     for _ in range(a.runs):
         for p in a.notebooks:
-            print(f"running {p}", file=sys.stderr)
-            run(Path(p), log)
+            if not p.endswith(".py"):
+                print(f"running {p}", file=sys.stderr)
+                run(Path(p), log)
+        if tests:
+            run_tests(tests, log)
     worst = {}
     with open(log) as f:
         for line in f:
