@@ -70,8 +70,7 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
     def started():            # idle connections are held: count from here
         if load_kwargs.get("idle"):   # once accepted: accepting them is not the requests' work
             settle_sockets(server.pid, until=time.monotonic() + 5.0, want=load_kwargs["idle"])
-        before.append(_machine_busy() - _own_cpu())
-        before.append(_own_cpu())
+        before.append((_machine_busy(), _own_cpu()))
         mon.start()
 
     try:
@@ -81,11 +80,13 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
         if before:
             usage = mon.stop()
     # what everything else on the machine did meanwhile: a busy neighbour disturbs any number
-    # (this process — the monitor's thread, a notebook kernel — is part of measuring, not other)
-    others = max(0.0, (_machine_busy() - _own_cpu() - before[0] - usage.cpu_s - lr.client_cpu_s)
+    # (this process — the monitor's thread, a notebook kernel — is part of measuring, not other,
+    # but the cores it took were not there for the server or the client either)
+    busy0, own0 = before[0]
+    own = _own_cpu() - own0
+    others = max(0.0, (_machine_busy() - busy0 - own - usage.cpu_s - lr.client_cpu_s)
                  / max(usage.seconds, 1e-9))
-    # but the cores it took were not there for the server or the client either
-    measuring = max(0.0, _own_cpu() - before[1]) / max(usage.seconds, 1e-9)
+    measuring = max(0.0, own) / max(usage.seconds, 1e-9)
     verdict, why = limited_by(lr.duration_s, usage.cpu_s, usage.cores, lr.client_cpu_s,
                               lr.client_cores, cpus, others + measuring)
     if others >= 0.5:

@@ -515,20 +515,17 @@ class Server:
             import psutil
         except ImportError:
             return
-        deadline = time.monotonic() + self._startup_timeout
-        while True:
-            try:
-                if len(psutil.Process(self.proc.pid).children()) >= want:
-                    return
-            except psutil.NoSuchProcess:
-                pass
+        from .monitor import wait_until
+
+        def forked() -> bool:
             if self.proc.poll() is not None:
                 raise ServerError(self._tail() or f"the {self.model} server exited with "
                                   f"status {self.proc.returncode} while forking its workers")
-            if time.monotonic() > deadline:
-                raise ServerError(f"the {self.model} server did not fork its {want} workers "
-                                  f"within {self._startup_timeout:.0f} s; its log: {self._tail()}")
-            time.sleep(0.01)
+            return len(psutil.Process(self.proc.pid).children()) >= want
+
+        if not wait_until(forked, timeout=self._startup_timeout, interval=0.01):
+            raise ServerError(f"the {self.model} server did not fork its {want} workers "
+                              f"within {self._startup_timeout:.0f} s; its log: {self._tail()}")
 
     def _read_announcement(self) -> str:
         deadline = time.monotonic() + self._startup_timeout

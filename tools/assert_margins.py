@@ -86,17 +86,20 @@ class _Probe(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 
+def probed(source, where: str, filename: str = "<cell>") -> ast.Module:
+    """``source`` parsed, with the comparisons inside its asserts logging their slack."""
+    return ast.fix_missing_locations(_Probe(where).visit(ast.parse(source, filename)))
+
+
 def instrument(nb, name, log):
     import nbformat
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse(cell.source)
+            cell.source = ast.unparse(probed(cell.source, f"{name} cell {i}"))
         except SyntaxError:          # IPython magics: run as written
             continue
-        tree = ast.fix_missing_locations(_Probe(f"{name} cell {i}").visit(tree))
-        cell.source = ast.unparse(tree)
     nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE % {"log": log}))
 
 
@@ -130,9 +133,8 @@ def run_tests(paths, log: str) -> None:
     class Loader(importlib.machinery.SourceFileLoader):
         def get_code(self, fullname):            # never a cached .pyc: always the probed source
             path = self.get_filename(fullname)
-            tree = ast.parse(self.get_data(path), path)
-            tree = ast.fix_missing_locations(_Probe(Path(path).stem).visit(tree))
-            return compile(tree, path, "exec", dont_inherit=True)
+            return compile(probed(self.get_data(path), Path(path).stem, path), path, "exec",
+                           dont_inherit=True)
 
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
