@@ -124,8 +124,16 @@ class Result:
     others_cores: float = float("nan")      # cores kept busy by other processes meanwhile
 
     def summary(self) -> str:
-        """The load's line plus the verdict and the numbers behind it."""
-        return f"{self.model} · {self.load.summary()}\n    limited by {self.limited_by}: {self.why}"
+        """The load's line plus the verdict and the numbers behind it, and a warning when the
+        server's peaks (processes, threads, fds, memory) could not be seen: CPU totals are
+        exact for any run, but peaks come from samples, and the monitor takes one at each end
+        of the run plus one per interval between — a run shorter than an interval shows none
+        of what it created."""
+        text = f"{self.model} · {self.load.summary()}\n    limited by {self.limited_by}: {self.why}"
+        if self.server is not None and self.server.samples < 3:
+            text += ("\n    peaks (processes, threads, fds, memory) saw nothing during the run: it "
+                     "ended before the monitor's first sample; run longer or pass a smaller interval=")
+        return text
 
     def __str__(self) -> str:
         return self.summary()

@@ -18,6 +18,14 @@ def test_measure_counts_exactly_and_records_both_sides():
     assert "limited by" in str(r)
 
 
+def test_a_run_shorter_than_the_sampling_interval_warns_about_its_peaks():
+    # 20 requests end long before the first of the 10 s samples: peaks come from the two ends only
+    with netlab.serve("epoll") as srv:
+        r = netlab.measure(srv, 2, requests=20, interval=10)
+    assert r.load.requests == 20 and r.server.samples == 2
+    assert "saw nothing during the run" in str(r)
+
+
 def test_a_latency_bound_run_is_limited_by_neither():
     # 50 ms of backend wait per request and two clients: both sides mostly sleep
     with netlab.serve("epoll", backend_ms=50) as srv:

@@ -82,6 +82,17 @@ def test_records_are_immutable_and_flatten_into_one_row():
     assert len(df) == 2 and {"model", "rps", "limited_by", "why"} <= set(df.columns)
 
 
+def test_a_run_too_short_for_any_sample_says_its_peaks_saw_nothing():
+    def result(samples):
+        return Result(model="forking", workload={"backend_ms": 0, "cpu_us": 0, "body_bytes": None},
+                      load=load_result(), server=usage(samples=samples), limited_by="neither",
+                      why="because")
+    # a start and an end sample only: children that came and went between them were never seen
+    assert "saw nothing during the run" in result(2).summary()
+    assert "saw nothing" not in result(3).summary()
+    assert "saw nothing" not in str(result(20))
+
+
 def test_save_and_load_keep_the_machine_and_parameters(tmp_path):
     lr = load_result()
     path = results.save([lr], "unit-run", directory=tmp_path, concurrency=[10])
