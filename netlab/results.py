@@ -95,12 +95,19 @@ class Usage:
     fds_max: int
     ctx_voluntary: int             # the process blocked: waited for I/O or a lock
     ctx_involuntary: int           # the scheduler took the CPU away
-    samples: int
+    samples: int                   # one at each end of the run, one per interval between
     cores: float                   # cores the server could use (pinning, workers, the GIL)
 
     @property
     def cpu_s(self) -> float:
         return self.cpu_user_s + self.cpu_sys_s
+
+    @property
+    def peaks_seen(self) -> bool:
+        """Whether a sample fell inside the run. CPU totals are exact for any run, but peaks
+        (processes, threads, fds, memory) come from samples: a run shorter than one interval
+        has only its two ends, and shows none of what it created and ended."""
+        return self.samples > 2
 
     def row(self) -> dict:
         d = {f"server_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)
@@ -125,12 +132,9 @@ class Result:
 
     def summary(self) -> str:
         """The load's line plus the verdict and the numbers behind it, and a warning when the
-        server's peaks (processes, threads, fds, memory) could not be seen: CPU totals are
-        exact for any run, but peaks come from samples, and the monitor takes one at each end
-        of the run plus one per interval between — a run shorter than an interval shows none
-        of what it created."""
+        run was too short for the server's peaks to see it (``Usage.peaks_seen``)."""
         text = f"{self.model} · {self.load.summary()}\n    limited by {self.limited_by}: {self.why}"
-        if self.server is not None and self.server.samples < 3:
+        if self.server is not None and not self.server.peaks_seen:
             text += ("\n    peaks (processes, threads, fds, memory) saw nothing during the run: it "
                      "ended before the monitor's first sample; run longer or pass a smaller interval=")
         return text

@@ -88,6 +88,7 @@ def test_a_run_too_short_for_any_sample_says_its_peaks_saw_nothing():
                       load=load_result(), server=usage(samples=samples), limited_by="neither",
                       why="because")
     # a start and an end sample only: children that came and went between them were never seen
+    assert not usage(samples=2).peaks_seen and usage(samples=3).peaks_seen
     assert "saw nothing during the run" in result(2).summary()
     assert "saw nothing" not in result(3).summary()
     assert "saw nothing" not in str(result(20))
