@@ -260,23 +260,32 @@ def test_burn_cpu_of_nothing_returns_immediately(monkeypatch, us):
 
 
 def test_burn_cpu_calibrates_once(monkeypatch):
+    """The first call calibrates (five 20,000-iteration runs); later calls only spin steps. How
+    many steps a call takes depends on the thread clock (a step can take less CPU than the
+    calibration promised), so count the calibration runs, not the steps."""
     spins = []
     real = workload._spin
     monkeypatch.setattr(workload, "_spin", lambda n: spins.append(n) or real(n))
     monkeypatch.setattr(workload, "_iterations_per_us", None)
     burn_cpu(10)
-    calibration = len(spins)
-    assert calibration > 1 and workload._iterations_per_us > 0
+    calibrated = workload._iterations_per_us
+    assert spins[:5] == [20_000] * 5 and calibrated > 0
+    step = max(1, int(10 * calibrated))
+    assert spins[5:] and set(spins[5:]) == {step}
+    del spins[:]
     burn_cpu(10)
-    assert len(spins) == calibration + 1
+    assert workload._iterations_per_us == calibrated
+    assert spins and set(spins) == {step}, "a second call calibrated again"
 
 
 def test_burn_cpu_uses_the_cpu_it_is_asked_for_even_when_miscalibrated(monkeypatch):
     """The thread's CPU clock decides, not the calibration: a calibration 3x off (taken while a
     neighbour shared the core) must not make 5 ms of work take 1.7 ms or 15 ms."""
     burn_cpu(1)
+    true = workload.calibrate()
     for factor in (1 / 3, 3):
-        monkeypatch.setattr(workload, "_iterations_per_us", workload.calibrate() * factor)
+        monkeypatch.setattr(workload, "_iterations_per_us", true * factor)
+        assert workload.calibrate() == pytest.approx(true * factor)
         t0 = time.thread_time()
         for _ in range(4):
             burn_cpu(5000)
