@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -18,7 +19,12 @@ def test_a_row_per_workload_model_and_level_and_the_iterative_ceiling(tmp_path, 
                            warmup=0.1, save_as="mini")
     assert len(df) == 4
     assert list(df.workload.unique()) == ["backend 10 ms", "slow clients"]
-    assert set(df.limited_by) <= {"server-cpu", "client-cpu", "neither"}
+    # 10 clients that each wait 10 ms per request: at most ~1,000 req/s, which keeps neither
+    # side's core busy (slow clients mix in 8 fast ones, so that verdict is not fixed)
+    # (unless other processes left the two less than half a core: then they competed)
+    waited = df[df.workload == "backend 10 ms"]
+    crowded = waited.others_cores >= (os.cpu_count() or 1) - 0.5
+    assert ((waited.limited_by == "neither") | crowded).all(), waited[["model", "why"]]
     rate = df.set_index(["workload", "model"]).rps
     # 10 ms per request, one at a time: the iterative server cannot pass ~100 req/s; epoll can
     assert rate["backend 10 ms", "iterative"] <= 130
@@ -54,6 +60,6 @@ def test_cli_json_and_mistakes(capsys):
                           "--concurrency", "5", "--duration", "0.3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["model"], r["workload"], r["concurrency"]) for r in rows] == [("epoll", "fast clients", 5)]
-    assert rows[0]["requests"] > 0 and rows[0]["limited_by"] in ("server-cpu", "client-cpu", "neither")
+    assert rows[0]["requests"] > 0 and rows[0]["why"].startswith("server used")
     assert showdown.main(["--models", "nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
