@@ -8,7 +8,10 @@ eventfd), waits for it with the mechanism (level-triggered) and consumes it. The
 and system apart, is reported per 100,000 operations, next to the book's numbers.
 
 Each point runs in a fresh child process (this file, run alone): the caller's fd table stays
-clean, a Jupyter kernel never forks, and the CPU time counted is the loop's only. Python adds
+clean, a Jupyter kernel never forks, and the CPU time counted is the loop's only. The child
+inherits none of the caller's fds, so the fds it watches are numbered the same whether a test
+or a kernel holding hundreds of sockets starts it: the lowest free numbers, from 3 up, and
+``select()`` can watch 1,000 of them (its limit, FD_SETSIZE, is on fd *numbers*). Python adds
 a few microseconds per operation that C does not, so small N reads higher than the book; the
 growth with N is the kernel's, and that is what to compare.
 """
@@ -56,6 +59,28 @@ def _loop(poller, readers, order, ops, timeout):
                 read(r, 64)
 
 
+def _open_watched(writer, fds, pipes):
+    """Fill ``writer`` with ``fds`` watched fds, each mapped to the fd a write to makes it ready.
+
+    The watched fds take the lowest free numbers. An eventfd is its own write end. A pipe's
+    write end is moved up to ``fds + _MARGIN`` or above, out of the watched fds' way: left where
+    os.pipe() puts it, read and write ends alternate and the 1,000th read end is near fd 2,000,
+    past what select() accepts. (``writer`` is the caller's, so it can close what was opened.)
+    """
+    import fcntl
+    floor = fds + _MARGIN                    # above every number a watched fd takes in a worker
+    for _ in range(fds):
+        if not pipes:
+            r = os.eventfd(0, os.EFD_NONBLOCK)
+            writer[r] = r
+            continue
+        r, w = os.pipe()
+        writer[r] = w                        # recorded first: closed by the caller on an error
+        writer[r] = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, floor)
+        os.close(w)                          # its number is the next read end's
+        os.set_blocking(r, False)
+
+
 def _worker(mechanism, fds, budget):
     """Measure one point here; a dict of the outcome (a refusal is an outcome, not an error)."""
     import gc
@@ -69,10 +94,7 @@ def _worker(mechanism, fds, budget):
         return refused
     writer, poller, timeout = {}, None, 1.0            # read end -> write end (an eventfd: itself)
     try:
-        for _ in range(fds):
-            r, w = (os.eventfd(0, os.EFD_NONBLOCK),) * 2 if per == 1 else os.pipe()
-            os.set_blocking(r, False)
-            writer[r] = w
+        _open_watched(writer, fds, pipes=per == 2)
         readers = list(writer)
         if mechanism == "select":
             select.select(readers, [], [], 0)          # ValueError at fd ≥ FD_SETSIZE
@@ -131,7 +153,8 @@ def _spawn(mechanism, fds, budget):
     limit = 10 * budget + 60
     try:
         out = subprocess.run([sys.executable, "-I", os.path.abspath(__file__), "--worker", job],
-                             capture_output=True, text=True, timeout=limit)
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             close_fds=True, timeout=limit)     # the child holds 0, 1, 2 only
     except subprocess.TimeoutExpired:
         return dict(status="error", reason=f"the worker took more than {limit:.0f} s")
     if out.returncode != 0:
