@@ -3,6 +3,7 @@
 
 import netlab
 from netlab import http
+from netlab.check import PROMISES
 
 
 def leaky_server(listen_sock, app):
@@ -23,6 +24,19 @@ def good_server(listen_sock, app):
         threading.Thread(target=netlab.handle_connection, args=(conn, app), daemon=True).start()
 
 
+def raises_on_bad_input(listen_sock, app):
+    """Serves good requests (a thread each) but dies, with a traceback, on the first request that
+    does not start with GET: the student's parser bug that "stays up" is there to catch."""
+    import socket
+    import threading
+    while True:
+        conn, _ = listen_sock.accept()
+        first = conn.recv(65536, socket.MSG_PEEK)
+        if first and not first.startswith(b"GET "):
+            raise ValueError(f"my parser cannot handle {first[:8]!r}")
+        threading.Thread(target=netlab.handle_connection, args=(conn, app), daemon=True).start()
+
+
 def test_a_good_model_keeps_every_promise_and_is_measured(monkeypatch):
     monkeypatch.setenv("NETLAB_QUICK", "1")
     report = netlab.check("epoll", concurrency=(1, 8))
@@ -40,6 +54,23 @@ def test_a_students_good_function_passes():
     report = netlab.check(good_server, concurrency=())
     assert report.passed, str(report)
     assert report.server == "good_server"
+    assert [r["promise"] for r in report.rows] == [p for p, _ in PROMISES] + ["clean stop"]
+
+
+def test_a_server_that_dies_on_bad_input_fails_stays_up_and_is_not_tested_further():
+    report = netlab.check(raises_on_bad_input, concurrency=(1,))
+    rows = [(r["promise"], r["passed"]) for r in report.rows]
+    # the death is blamed on the promise it happened in, and nothing runs against a dead server
+    assert rows == [("correct answers", True), ("keep-alive", True),
+                    ("a stalled client does not block others", True),
+                    ("bad input handled", False), ("stays up", False),
+                    ("clean stop", False)], str(report)
+    by_name = {r["promise"]: r for r in report.rows}
+    assert by_name["stays up"]["detail"].startswith("the server died: ")
+    assert "my parser cannot handle b'NONSENSE'" in by_name["stays up"]["detail"]   # its log
+    assert "already exited with status 1" in by_name["clean stop"]["detail"]
+    assert not report.passed and report.throughput is None
+    assert "✗ stays up: the server died" in str(report) and "Traceback" not in str(report)
 
 
 def test_the_iterative_model_fails_only_the_stalled_client_promise():
