@@ -1,19 +1,35 @@
-"""Session-wide check: when every test and notebook has run, no netlab server may be left.
+"""Session-wide checks: when every test and notebook has run, no netlab server may be left
+running, and no netlab file or folder may be left in the temp folder.
 
 Servers started during this session (by tests or by notebook kernels) inherit a token in their
-environment, so a second pytest run on the same machine is never mistaken for a leak.
+environment, so a second pytest run on the same machine is never mistaken for a leak. For the
+same reason the session gets a temp folder of its own (TMPDIR, inherited by servers, peers and
+notebook kernels alike): whatever netlab leaves there is this session's leak.
 """
 
 import os
+import shutil
+import tempfile
+import time
 import uuid
 
 import psutil
 
 TOKEN = "NETLAB_TEST_SESSION"
+PREFIX = "netlab-"
+_session = {}       # the private temp folder and the TMPDIR it replaced
 
 
 def pytest_sessionstart(session):
     os.environ[TOKEN] = uuid.uuid4().hex
+    outer = tempfile.gettempdir()
+    # pytest's own tmp_path folders stay in the real temp folder, where it rotates them
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", outer)
+    private = tempfile.mkdtemp(prefix="netlab-test-session-", dir=outer)
+    os.chmod(private, 0o711)        # as /tmp lets them: nginx's workers (nobody) reach www/
+    _session.update(dir=private, before=os.environ.get("TMPDIR"))
+    os.environ["TMPDIR"] = private
+    tempfile.tempdir = None         # gettempdir() caches: make this process read TMPDIR again
 
 
 def _servers_left(token):
@@ -29,6 +45,18 @@ def _servers_left(token):
     return left
 
 
+def _files_left(folder, timeout=10.0):
+    """netlab's entries in ``folder``, after giving them ``timeout`` seconds to go: a server
+    whose harness was killed removes its usage file once it has stopped (up to its lifeline
+    grace), a peer's watchdog removes the workdir once the peer is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = sorted(n for n in os.listdir(folder) if n.startswith(PREFIX))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def pytest_sessionfinish(session, exitstatus):
     left = _servers_left(os.environ.get(TOKEN))
     if left:
@@ -39,3 +67,16 @@ def pytest_sessionfinish(session, exitstatus):
             except psutil.Error:
                 pass
         session.exitstatus = 1
+    private = _session.pop("dir", None)
+    if private is None:
+        return
+    files = _files_left(private)
+    if files:
+        print(f"\nnetlab files left in the temp folder after the session: {files}")
+        session.exitstatus = 1
+    if _session["before"] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = _session["before"]
+    tempfile.tempdir = None
+    shutil.rmtree(private, ignore_errors=True)

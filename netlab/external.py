@@ -496,9 +496,11 @@ WATCHDOG = PEERS_DIR / "watchdog.py"
 _LOG_TAIL = 64 * 1024          # log() returns at most this much of the end of the log
 
 
-def _abandoned(proc: subprocess.Popen, watchdog: Optional[subprocess.Popen], owner: int) -> None:
-    """Finalizer (garbage collection, interpreter exit): kill the peer's group, then dismiss its
-    watchdog. Only in the process that started it, never in a forked copy of the harness."""
+def _abandoned(proc: subprocess.Popen, watchdog: Optional[subprocess.Popen], owner: int,
+               workdir: tempfile.TemporaryDirectory) -> None:
+    """Finalizer (garbage collection, interpreter exit): kill the peer's group, dismiss its
+    watchdog, remove its workdir (once nothing runs in it). Only in the process that started
+    it, never in a forked copy of the harness."""
     if os.getpid() != owner:
         return
     if proc.poll() is None:
@@ -507,6 +509,7 @@ def _abandoned(proc: subprocess.Popen, watchdog: Optional[subprocess.Popen], own
     elif POSIX:
         _kill_group(proc, signal.SIGKILL)   # workers that outlived their master
     _dismiss(watchdog)
+    workdir.cleanup()
 
 
 def _dismiss(watchdog: Optional[subprocess.Popen]) -> None:
@@ -588,11 +591,12 @@ class Peer:
                 start_new_session=POSIX)
         if POSIX:
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(WATCHDOG), str(self.proc.pid), "3"],
+                [sys.executable, "-I", "-S", str(WATCHDOG), str(self.proc.pid), "3",
+                 self._workdir.name],       # a killed harness leaves the workdir to it
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 close_fds=True, start_new_session=True)
         self._finalizer = weakref.finalize(self, _abandoned, self.proc, self._watchdog,
-                                           os.getpid())
+                                           os.getpid(), self._workdir)
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -210,8 +210,8 @@ def child_main() -> None:
     if spec.get("lifeline") is not None:
         # stop signals stay with the main thread (it must leave accept() to run the handler)
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _workers.STOP_SIGNALS)
-        threading.Thread(target=_watch_lifeline, args=(spec["lifeline"],), daemon=True,
-                         name="netlab-lifeline").start()
+        threading.Thread(target=_watch_lifeline, args=(spec["lifeline"], spec.get("stats")),
+                         daemon=True, name="netlab-lifeline").start()
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def announce(line):
@@ -234,6 +234,7 @@ def child_main() -> None:
     finally:
         if os.getpid() == me:       # not in a process that a student's server forked
             _stop_group()
+            _remove(spec.get("stats"))  # a harness that was killed cannot remove it
 
 
 def _stop_group(grace: float = 2.0) -> None:
@@ -268,11 +269,11 @@ def _stop_group(grace: float = 2.0) -> None:
 LIFELINE_GRACE = 3.0
 
 
-def _watch_lifeline(fd: int) -> None:
+def _watch_lifeline(fd: int, stats: Optional[str] = None) -> None:
     """The harness holds the write end of this pipe. When the harness exits, crashes or is
     killed, the read returns EOF, and we stop our whole process group: netlab's workers and
     any process a student's server forked. (PDEATHSIG alone covers neither of those, nor a
-    harness thread that exits, nor macOS.)"""
+    harness thread that exits, nor macOS.) A killed harness leaves the usage file to us."""
     try:
         while os.read(fd, 64):
             pass
@@ -280,6 +281,7 @@ def _watch_lifeline(fd: int) -> None:
         pass
     os.killpg(0, signal.SIGTERM)        # the main thread gets it and shuts down in order
     time.sleep(LIFELINE_GRACE)
+    _remove(stats)                      # the main thread ignored SIGTERM: it never will
     os.killpg(0, signal.SIGKILL)        # whatever ignored SIGTERM (ourselves included)
 
 
@@ -371,12 +373,12 @@ def _finalize(proc: subprocess.Popen, lifeline: Optional[int], owner: int,
     if os.getpid() != owner:
         return
     _close_fd(lifeline)
-    _remove(stats)
     if proc.poll() is None:
         _kill_group(proc, signal.SIGKILL)
         proc.wait()
     elif POSIX:
         _kill_group(proc, signal.SIGKILL)
+    _remove(stats)                  # after the kill: a dying server could still answer
 
 
 def _remove(path: Optional[str]) -> None:
@@ -483,6 +485,7 @@ class Server:
         except BaseException:
             _close_fd(self._lifeline)
             self._lifeline = None
+            _remove(self.stats_path)    # no server was started to remove it
             if self._log is not None:
                 self._log.close()
             raise
