@@ -193,9 +193,12 @@ def _answer_usage(path: str) -> None:
         for name, r in (("self", own), ("children", kids)):
             data[name] = dict(user=r.ru_utime, sys=r.ru_stime, voluntary=r.ru_nvcsw,
                               involuntary=r.ru_nivcsw)
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f)
-        os.replace(path + ".tmp", path)
+        try:
+            with open(path + ".tmp", "w") as f:
+                json.dump(data, f)
+            os.replace(path + ".tmp", path)
+        except OSError:     # out of fds (EMFILE) or disk: no answer, which the monitor allows;
+            pass            # an exception here would kill the server mid-measurement
 
     signal.signal(signal.SIGUSR2, answer)
 

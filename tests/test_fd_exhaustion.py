@@ -269,9 +269,6 @@ def test_a_server_out_of_fds_pauses_keeps_serving_and_recovers(model, options):
 
 
 @needs_prlimit
-@pytest.mark.xfail(strict=True, reason="bug in netlab/lifecycle.py _answer_usage: the usage "
-                   "request's open() fails with EMFILE inside the SIGUSR2 handler and the "
-                   "OSError kills the server (reported to the lead; remove this mark once fixed)")
 def test_asking_usage_of_a_server_out_of_fds_does_not_kill_it():
     """measure() asks the server for its usage (SIGUSR2) at the start and end of every run; a
     run with more idle clients than the server's fd limit must not kill it."""
