@@ -76,7 +76,7 @@ def checks():
     m = machine()
     limit = m["fd_limit"]
     rows = [
-        ("Python", m["python"], sys.version_info >= (3, 9), "netlab needs Python 3.9 or later"),
+        ("Python", m["python"], sys.version_info >= (3, 10), "netlab needs Python 3.10 or later"),
         ("platform", f"{m['system']} {m['kernel']}", m["system"] == "Linux",
          "epoll, fork and SO_REUSEPORT are Linux features; some models are unavailable here"),
         ("CPU cores", m["cpus"], (m["cpus"] or 1) >= 2,
