@@ -68,7 +68,7 @@ def _stopped_cleanly(p, port):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         pytest.fail(f"the server did not stop within 10 s; its stacks:\n{p.stderr.read()}")
-    assert p.returncode == 0
+    assert p.returncode == 0, f"status {p.returncode}; the server's stderr:\n{p.stderr.read()}"
     deadline = time.monotonic() + 5
     while _proc_group(p.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
