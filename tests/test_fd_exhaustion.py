@@ -11,6 +11,7 @@ fds above what it holds, open more idle clients than fit, and watch it from outs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -223,6 +224,24 @@ SPARE = 16          # fds the server may still open
 BEYOND = 8          # clients more than fit: they wait in the listen backlog
 
 
+@contextlib.contextmanager
+def _out_of_fds(srv):
+    """Lower the server's fd limit to SPARE above what it holds and connect BEYOND more clients
+    than fit; yield (process, limit, fds it had free, clients) once it holds all it may."""
+    proc = psutil.Process(srv.pid)
+    soft, free = _limit_fds(srv.pid, SPARE)
+    clients = []
+    try:
+        for _ in range(free + BEYOND):
+            clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=30))
+        assert wait_until(lambda: proc.num_fds() >= soft, timeout=30), \
+            f"{proc.num_fds()} fds, limit {soft}"
+        yield proc, soft, free, clients
+    finally:
+        for c in clients:
+            c.close()
+
+
 @needs_prlimit
 @pytest.mark.parametrize("model,options", BLOCKING + LOOPS + REACTOR,
                          ids=lambda v: v if isinstance(v, str) else
@@ -231,15 +250,8 @@ def test_a_server_out_of_fds_pauses_keeps_serving_and_recovers(model, options):
     with netlab.serve(model, **options) as srv:
         assert get(srv.port)[0] == 200
         assert OUT_OF_FDS not in srv.log()           # silent while fds are plenty
-        proc = psutil.Process(srv.pid)
-        soft, free = _limit_fds(srv.pid, SPARE)
-        clients = []
-        try:
-            for _ in range(free + BEYOND):
-                clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=30))
+        with _out_of_fds(srv) as (proc, soft, free, clients):
             # it took every fd it could, then accept() failed: said so, and is alive
-            assert wait_until(lambda: proc.num_fds() >= soft, timeout=30), \
-                f"{proc.num_fds()} fds, limit {soft}"
             assert wait_until(lambda: OUT_OF_FDS in srv.log(), timeout=30), srv.log()
             assert srv.alive
             # the connections it holds are served while it cannot accept (the backlog is FIFO:
@@ -263,9 +275,6 @@ def test_a_server_out_of_fds_pauses_keeps_serving_and_recovers(model, options):
             for c in left:
                 assert _request(c) == 200            # those in the backlog once accepted
             assert get(srv.port, timeout=30)[0] == 200
-        finally:
-            for c in clients:
-                c.close()
 
 
 @needs_prlimit
@@ -274,15 +283,6 @@ def test_asking_usage_of_a_server_out_of_fds_does_not_kill_it():
     run with more idle clients than the server's fd limit must not kill it."""
     from netlab.monitor import ask_usage
     with netlab.serve("epoll") as srv:
-        proc = psutil.Process(srv.pid)
-        soft, free = _limit_fds(srv.pid, SPARE)
-        clients = []
-        try:
-            for _ in range(free + BEYOND):
-                clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=30))
-            assert wait_until(lambda: proc.num_fds() >= soft, timeout=30)
+        with _out_of_fds(srv) as (proc, soft, free, clients):
             ask_usage(srv)                           # None (no answer) is acceptable
             assert srv.alive and _request(clients[0]) == 200, srv.log()
-        finally:
-            for c in clients:
-                c.close()
