@@ -86,7 +86,13 @@ def _worker(mechanism, fds, budget):
     import gc
     import random
     import resource
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:            # a laptop's soft 1,024 may be raised to the hard limit, unprivileged
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
     per = 1 if hasattr(os, "eventfd") else 2           # a pipe costs two fds
     need = fds * per + _MARGIN
     refused = dict(status="refused", reason=f"needs {need:,} fds, the limit is {soft:,} (ulimit -n)")
