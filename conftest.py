@@ -70,13 +70,15 @@ def pytest_sessionfinish(session, exitstatus):
     private = _session.pop("dir", None)
     if private is None:
         return
-    files = _files_left(private)
-    if files:
-        print(f"\nnetlab files left in the temp folder after the session: {files}")
-        session.exitstatus = 1
-    if _session["before"] is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = _session["before"]
-    tempfile.tempdir = None
-    shutil.rmtree(private, ignore_errors=True)
+    try:
+        files = _files_left(private)
+        if files:
+            print(f"\nnetlab files left in the temp folder after the session: {files}")
+            session.exitstatus = 1
+    finally:                        # a second Ctrl-C during the wait must not leave the folder
+        if _session["before"] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = _session["before"]
+        tempfile.tempdir = None
+        shutil.rmtree(private, ignore_errors=True)

@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -83,7 +84,7 @@ def test_warn_fd_limit_says_what_to_do_once(fd_warnings):
 @pytest.mark.parametrize("err", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
 def test_blocking_accept_waits_out_fd_exhaustion(err, fd_warnings, monkeypatch):
     pauses = []
-    monkeypatch.setattr(_blocking.time, "sleep", pauses.append)
+    monkeypatch.setattr(_blocking, "time", SimpleNamespace(sleep=pauses.append))
     with FailingListener([err, err, err]) as listen, \
             socket.create_connection(listen.getsockname()) as client:
         conn = _blocking.accept(listen)
@@ -96,7 +97,7 @@ def test_blocking_accept_waits_out_fd_exhaustion(err, fd_warnings, monkeypatch):
 
 def test_blocking_accept_is_silent_on_an_aborted_handshake(fd_warnings, monkeypatch):
     pauses = []
-    monkeypatch.setattr(_blocking.time, "sleep", pauses.append)
+    monkeypatch.setattr(_blocking, "time", SimpleNamespace(sleep=pauses.append))
     with FailingListener([errno.ECONNABORTED]) as listen, \
             socket.create_connection(listen.getsockname()):
         _blocking.accept(listen).close()
