@@ -172,13 +172,14 @@ def run_pytest(python: str, run: Run, junit: Path, env: dict) -> Run:
     finally:
         run.seconds = time.monotonic() - t0
         read_junit(run, junit)
-        if run.returncode and not run.note and not any(not ok for ok, _ in run.outcomes.values()):
+        if run.returncode and run.note != "interrupted" and \
+                not any(not ok for ok, _ in run.outcomes.values()):
             # a session-level failure: no test failed, yet pytest did not pass (the session's leak
             # check, an internal error, exit 5 for no tests): report it as the run's own failure
             why = {5: "no tests ran", 2: "interrupted or usage error", 3: "internal error",
                    4: "usage error"}.get(run.returncode, "no test failed in the report; see the output above")
             run.outcomes["(pytest session)"] = (False, f"pytest exited with status {run.returncode}: {why}")
-            run.note = f"exit status {run.returncode}"
+            run.note = "; ".join(filter(None, (run.note, f"exit status {run.returncode}")))
     return run
 
 

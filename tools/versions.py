@@ -74,7 +74,8 @@ def find(version: str) -> tuple:
         words = out.stdout.split()
         if out.returncode == 0 and words and words[0] == version:
             return exe, words[1]
-        if out.returncode != 0 and "venv" in out.stderr + out.stdout:
+        if out.returncode != 0 and ("venv" in out.stderr + out.stdout
+                                    or "ensurepip" in out.stderr + out.stdout):
             why = f"{exe} has no venv/ensurepip (on Debian/Ubuntu: apt-get install python{version}-venv)"
     return None, why
 
