@@ -10,7 +10,6 @@ notebook kernels alike): whatever netlab leaves there is this session's leak.
 import os
 import shutil
 import tempfile
-import time
 import uuid
 
 import psutil
@@ -49,12 +48,13 @@ def _files_left(folder, timeout=10.0):
     """netlab's entries in ``folder``, after giving them ``timeout`` seconds to go: a server
     whose harness was killed removes its usage file once it has stopped (up to its lifeline
     grace), a peer's watchdog removes the workdir once the peer is gone."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = sorted(n for n in os.listdir(folder) if n.startswith(PREFIX))
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+    from netlab.monitor import wait_until
+
+    def left():
+        return sorted(n for n in os.listdir(folder) if n.startswith(PREFIX))
+
+    wait_until(lambda: not left(), timeout=timeout, interval=0.1)
+    return left()
 
 
 def pytest_sessionfinish(session, exitstatus):
