@@ -17,7 +17,7 @@ from .env import quick_mode, setup  # noqa: E402
 from .lifecycle import Server, ServerError, serve  # noqa: E402
 from .servers import MODELS, Model, NetlabError  # noqa: E402
 from .servers import get as model  # noqa: E402
-from .servers._blocking import handle_connection  # noqa: E402
+from .servers.blocking import handle_connection  # noqa: E402
 from .workload import App, Workload, WorkloadError  # noqa: E402
 from . import load, plots, results  # noqa: E402
 from .check import check  # noqa: E402

@@ -32,7 +32,7 @@ import weakref
 from typing import Callable, Optional, Sequence, Union
 
 from . import servers
-from .servers import NetlabError, _workers
+from .servers import NetlabError, forks
 from .workload import App, Workload
 
 POSIX = os.name == "posix"
@@ -109,7 +109,7 @@ def _stop_on_signal(signum, frame):
     supervisor's own SIGTERM, PDEATHSIG) must not interrupt that shutdown halfway."""
     global _stop_requested
     _stop_requested = True
-    for sig in _workers.STOP_SIGNALS:
+    for sig in forks.STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(0)
 
@@ -155,7 +155,7 @@ def run(spec: dict, announce: Callable[[str], None]) -> None:
         model = servers.get(target)
         model.check(spec.get("workers"), options)
         model.module            # import it now, so the first request does not pay for it
-    for sig in _workers.STOP_SIGNALS:
+    for sig in forks.STOP_SIGNALS:
         signal.signal(sig, _stop_on_signal)
     if hasattr(signal, "SIGUSR1"):      # `kill -USR1 PID` prints where a stuck server is
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
@@ -209,10 +209,10 @@ def child_main() -> None:
                         format="%(asctime)s netlab[%(process)d] %(levelname)s %(message)s")
     spec = pickle.loads(sys.stdin.buffer.read())
     if spec.get("die_with_parent"):
-        _workers.die_with_parent(spec["parent"])
+        forks.die_with_parent(spec["parent"])
     if spec.get("lifeline") is not None:
         # stop signals stay with the main thread (it must leave accept() to run the handler)
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _workers.STOP_SIGNALS)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, forks.STOP_SIGNALS)
         threading.Thread(target=_watch_lifeline, args=(spec["lifeline"], spec.get("stats")),
                          daemon=True, name="netlab-lifeline").start()
         signal.pthread_sigmask(signal.SIG_SETMASK, held)

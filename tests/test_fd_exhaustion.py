@@ -2,7 +2,7 @@
 accepting instead of spinning on the error, keeps serving the connections it has, and accepts
 again once some close.
 
-Two layers. The unit tests drive ``_blocking.accept``, ``accept_waiting``, the event loops'
+Two layers. The unit tests drive ``blocking.accept``, ``accept_waiting``, the event loops'
 ``_accept`` and the reactor's ``Acceptor`` with a listening socket whose accept() fails as
 the kernel's does: every branch, and the pause, are seen without timing anything. The
 integration tests lower a running server's RLIMIT_NOFILE (prlimit, through psutil) to a few
@@ -25,7 +25,7 @@ import pytest
 
 import netlab
 from netlab.monitor import wait_until
-from netlab.servers import _blocking, _loop, reactor
+from netlab.servers import blocking, eventloop, reactor
 from conftest import get, read_response
 
 OUT_OF_FDS = "the process is out of file descriptors"
@@ -67,15 +67,15 @@ class FailingListener(socket.socket):
 @pytest.fixture
 def fd_warnings(monkeypatch, caplog):
     """The out-of-fds warnings logged by netlab.server (the once-only flag reset)."""
-    monkeypatch.setattr(_blocking, "_fd_warned", False)
+    monkeypatch.setattr(blocking, "_fd_warned", False)
     caplog.set_level(logging.WARNING, logger="netlab.server")
     return lambda: [r.getMessage() for r in caplog.records
                     if r.name == "netlab.server" and OUT_OF_FDS in r.getMessage()]
 
 
 def test_warn_fd_limit_says_what_to_do_once(fd_warnings):
-    _blocking.warn_fd_limit(OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
-    _blocking.warn_fd_limit(OSError(errno.ENFILE, os.strerror(errno.ENFILE)))
+    blocking.warn_fd_limit(OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
+    blocking.warn_fd_limit(OSError(errno.ENFILE, os.strerror(errno.ENFILE)))
     said = fd_warnings()
     assert len(said) == 1, said                      # once per process, not once per failure
     assert os.strerror(errno.EMFILE) in said[0] and "ulimit -n" in said[0]
@@ -84,10 +84,10 @@ def test_warn_fd_limit_says_what_to_do_once(fd_warnings):
 @pytest.mark.parametrize("err", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
 def test_blocking_accept_waits_out_fd_exhaustion(err, fd_warnings, monkeypatch):
     pauses = []
-    monkeypatch.setattr(_blocking, "time", SimpleNamespace(sleep=pauses.append))
+    monkeypatch.setattr(blocking, "time", SimpleNamespace(sleep=pauses.append))
     with FailingListener([err, err, err]) as listen, \
             socket.create_connection(listen.getsockname()) as client:
-        conn = _blocking.accept(listen)
+        conn = blocking.accept(listen)
         with conn:
             assert conn.getpeername() == client.getsockname()
     assert listen.calls == 4
@@ -97,13 +97,13 @@ def test_blocking_accept_waits_out_fd_exhaustion(err, fd_warnings, monkeypatch):
 
 def test_blocking_accept_is_silent_on_an_aborted_handshake(fd_warnings, monkeypatch):
     pauses = []
-    monkeypatch.setattr(_blocking, "time", SimpleNamespace(sleep=pauses.append))
+    monkeypatch.setattr(blocking, "time", SimpleNamespace(sleep=pauses.append))
     with FailingListener([errno.ECONNABORTED]) as listen, \
             socket.create_connection(listen.getsockname()):
-        _blocking.accept(listen).close()
+        blocking.accept(listen).close()
     assert listen.calls == 2 and pauses == [] and fd_warnings() == []
     with FailingListener([errno.EBADF]) as listen, pytest.raises(OSError) as info:
-        _blocking.accept(listen)                     # anything else is a bug: not swallowed
+        blocking.accept(listen)                     # anything else is a bug: not swallowed
     assert info.value.errno == errno.EBADF
 
 
@@ -112,7 +112,7 @@ def test_accept_waiting_returns_what_it_got_and_says_out_of_fds(fd_warnings):
     with FailingListener([errno.ECONNABORTED, None, None], then=errno.EMFILE) as listen:
         clients, got = [socket.create_connection(listen.getsockname()) for _ in range(2)], []
         try:
-            got, out = _blocking.accept_waiting(listen)
+            got, out = blocking.accept_waiting(listen)
             assert (len(got), out) == (2, True) and listen.calls == 4
             assert len(fd_warnings()) == 1
         finally:
@@ -127,7 +127,7 @@ def test_accept_waiting_is_silent_when_the_backlog_is_drained(fd_warnings):
             got, outs = [], []
 
             def take():                              # the handshake completes in its own time
-                more, out = _blocking.accept_waiting(listen)
+                more, out = blocking.accept_waiting(listen)
                 got.extend(more)
                 outs.append(out)
                 return got
@@ -135,7 +135,7 @@ def test_accept_waiting_is_silent_when_the_backlog_is_drained(fd_warnings):
             try:
                 assert wait_until(take, timeout=10, interval=0.01)
                 assert len(got) == 1 and not any(outs)
-                assert _blocking.accept_waiting(listen) == ([], False)
+                assert blocking.accept_waiting(listen) == ([], False)
             finally:
                 for s in got:
                     s.close()
@@ -165,7 +165,7 @@ def test_an_event_loop_stops_watching_the_listener_while_out_of_fds(cls, fd_warn
     with FailingListener([errno.EMFILE]) as listen:
         loop = Watched(listen, app=None)
         try:
-            loop.register(loop.lfd, _loop.READ)
+            loop.register(loop.lfd, eventloop.READ)
             t0 = time.monotonic()
             loop._accept()                           # the listener was readable: EMFILE
             assert calls[-1] == ("unregister", loop.lfd) and not loop.conns
@@ -175,7 +175,7 @@ def test_an_event_loop_stops_watching_the_listener_while_out_of_fds(cls, fd_warn
             assert time.monotonic() - t0 >= 0.1          # ...of 0.1 s (a lower bound: exact)
             assert calls[-1] == ("unregister", loop.lfd)
             loop.timers.run_due()
-            assert calls[-1] == ("register", loop.lfd, _loop.READ)
+            assert calls[-1] == ("register", loop.lfd, eventloop.READ)
             assert loop.timers.timeout() is None     # one retry scheduled, not one per wake-up
         finally:
             loop.close()

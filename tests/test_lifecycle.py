@@ -21,7 +21,7 @@ from conftest import connect, get, port_listening, read_response
 
 def student_loop(listen, app):
     """What a student writes: an iterative loop over the shared handler."""
-    from netlab.servers._blocking import handle_connection
+    from netlab.servers.blocking import handle_connection
     while True:
         conn, _ = listen.accept()
         handle_connection(conn, app)

@@ -108,10 +108,10 @@ def _announce(listen, pool: int) -> None:
 
 def _server_main() -> None:
     from ..lifecycle import open_listener
-    from ..servers import _workers, prethreaded
+    from ..servers import forks, prethreaded
     from ..workload import App, Workload
     spec = json.loads(sys.argv[1])
-    _workers.die_with_parent(spec["parent"])
+    forks.die_with_parent(spec["parent"])
     listen = open_listener("127.0.0.1", 0)
     lock = CountingLock() if spec["lock"] else False
     threading.Thread(target=_report, args=(lock,), daemon=True).start()

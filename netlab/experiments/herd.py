@@ -142,7 +142,7 @@ def _state(pid) -> bytes:
 
 def measure(mode: str, workers: int, connections: int, timeout: float) -> dict:
     """Fork the workers, make the connections, collect every worker's counts (this process)."""
-    from ..servers._workers import fork_all, stop_children
+    from ..servers.forks import fork_all, stop_children
     deadline = time.monotonic() + timeout
     socks = _listeners(mode, workers)
     r, w = os.pipe()

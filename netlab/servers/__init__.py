@@ -62,7 +62,7 @@ class Model:
 
     @property
     def module(self):
-        """Its module: ``netlab/servers/<name>.py``, or ``<name>_loop.py`` for the event loops
+        """Its module: ``netlab/servers/<name>.py``, or ``<name>eventloop.py`` for the event loops
         whose names are standard modules (a file called select.py would shadow ``select``
         for anyone running Python inside that folder)."""
         return importlib.import_module(f"netlab.servers.{self.module_name}")

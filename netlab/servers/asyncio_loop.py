@@ -2,14 +2,14 @@
 
 Concurrency: each connection is a coroutine; every ``await`` hands control back to the loop
 (epoll on Linux, kqueue on macOS), which resumes whichever coroutine's socket or timer is
-ready. The handler reads like the blocking one in ``_blocking.py``, plus ``await``.
+ready. The handler reads like the blocking one in ``blocking.py``, plus ``await``.
 """
 
 import asyncio
 import os
 import signal
 
-from ._workers import STOP_SIGNALS, run_workers
+from .forks import STOP_SIGNALS, run_workers
 
 
 async def _handle(reader, writer, app):

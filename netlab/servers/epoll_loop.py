@@ -1,6 +1,6 @@
 """epoll(): one thread watches every connection; the kernel keeps the interest list.
 
-Concurrency: the readiness loop of ``_loop.py`` asks ``epoll_wait()`` which sockets are ready.
+Concurrency: the readiness loop of ``eventloop.py`` asks ``epoll_wait()`` which sockets are ready.
 Each fd is added once (``epoll_ctl``) and the kernel queues fds as they become ready, so a wait
 costs O(ready fds), not O(watched fds). Level-triggered by default (reported while ready; we
 change a socket's interest with ``epoll_ctl`` only when it starts or stops needing to write);
@@ -11,8 +11,8 @@ processes per new connection instead of all of them.
 
 import select
 
-from ._loop import EventLoop
-from ._workers import run_workers
+from .eventloop import EventLoop
+from .forks import run_workers
 
 
 class EpollLoop(EventLoop):

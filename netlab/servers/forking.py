@@ -8,8 +8,8 @@ and scheduler work; the parent must also reap every child or they pile up as zom
 import os
 import socket
 
-from ._blocking import accept, handle_connection
-from ._workers import fork_child, stop_children
+from .blocking import accept, handle_connection
+from .forks import fork_child, stop_children
 
 REAP_EVERY = 0.2     # seconds: how often an idle parent wakes up to collect exited children
 

@@ -5,7 +5,7 @@ in the kernel's listen backlog, so one slow or idle client stalls everyone, and 
 waits D ms on a backend caps the whole server at 1000/D requests per second.
 """
 
-from ._blocking import accept, handle_connection
+from .blocking import accept, handle_connection
 
 
 def serve(listen, app):

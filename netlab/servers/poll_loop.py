@@ -1,6 +1,6 @@
 """poll(): one thread watches every connection through an array of (fd, events) entries.
 
-Concurrency: the readiness loop of ``_loop.py`` asks ``poll()`` which sockets are ready.
+Concurrency: the readiness loop of ``eventloop.py`` asks ``poll()`` which sockets are ready.
 Its cost: no 1024 limit, but the whole array is copied into the kernel on every call and the
 kernel checks every entry; then the array is scanned for entries with events set. Both are
 O(watched fds) per call: with 10,000 idle connections, each wake-up for one busy client
@@ -9,8 +9,8 @@ pays for all 10,000.
 
 import select
 
-from ._loop import EventLoop
-from ._workers import run_workers
+from .eventloop import EventLoop
+from .forks import run_workers
 
 
 class PollLoop(EventLoop):

@@ -6,8 +6,8 @@ many processes waiting on one socket. For a blocking accept() the kernel wakes o
 exclusive wait); for select()/poll()/epoll() on the shared socket it wakes them all.
 """
 
-from ._blocking import accept, handle_connection
-from ._workers import run_workers
+from .blocking import accept, handle_connection
+from .forks import run_workers
 
 DEFAULT_WORKERS = 4
 

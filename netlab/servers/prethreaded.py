@@ -10,7 +10,7 @@ lock object of your own (the acceptlock experiment passes one that counts its wa
 import contextlib
 import threading
 
-from ._blocking import accept, handle_connection
+from .blocking import accept, handle_connection
 
 DEFAULT_WORKERS = 8
 

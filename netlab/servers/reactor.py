@@ -7,9 +7,9 @@ registered socket carries the event handler to call when it is ready: the Reacto
 
 import selectors
 
-from ._blocking import accept_waiting, close as close_socket
-from ._session import Session, Timers
-from ._workers import run_workers
+from .blocking import accept_waiting, close as close_socket
+from .session import Session, Timers
+from .forks import run_workers
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 

@@ -11,7 +11,7 @@ import os
 import socket
 
 from .epoll_loop import EpollLoop
-from ._workers import fork_all, supervise
+from .forks import fork_all, supervise
 
 
 def _worker(sock, others, app, edge):

@@ -1,6 +1,6 @@
 """select(): one thread watches every connection; each call hands the kernel all watched fds.
 
-Concurrency: a readiness loop (see ``_loop.py``) asks ``select()`` which sockets are ready.
+Concurrency: a readiness loop (see ``eventloop.py``) asks ``select()`` which sockets are ready.
 Its cost: the fd bitmaps (readers, writers) are rebuilt and copied into the kernel on every
 call, the kernel checks every bit up to the highest fd, and we walk the result: O(highest fd)
 per call, however few are ready. An fd_set has FD_SETSIZE = 1024 bits, so fds >= 1024 cannot
@@ -9,8 +9,8 @@ be watched at all: such connections are refused (closed) with a warning in the l
 
 import select
 
-from ._loop import READ, WRITE, EventLoop
-from ._workers import run_workers
+from .eventloop import READ, WRITE, EventLoop
+from .forks import run_workers
 
 FD_SETSIZE = 1024
 

@@ -7,7 +7,7 @@ CPython the GIL lets only one of them run Python code at a time: CPU work does n
 
 import threading
 
-from ._blocking import accept, handle_connection
+from .blocking import accept, handle_connection
 
 
 def serve(listen, app):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from ._blocking import accept_waiting, close as close_socket
-from ._session import Session, Timers
+from .blocking import accept_waiting, close as close_socket
+from .session import Session, Timers
 
 log = logging.getLogger("netlab.server")
 
