@@ -4,15 +4,18 @@ Sans-I/O: the parser is fed bytes and returns requests; it never touches a socke
 lets a blocking thread, a select() loop and an asyncio coroutine share it, so a difference in a
 measurement is a difference in the server model and never in the protocol code.
 
-Routes: ``GET /`` (a short text, or ``body_bytes`` bytes when the workload sets it) and
-``GET /bytes/N`` (exactly N bytes). ``HEAD`` is answered like ``GET`` without the body.
-Bad input is answered, never crashed on: 400 malformed, 404 unknown path, 405 other methods,
-413 body too large, 431 head over 8 KiB, 501 Transfer-Encoding, 505 other HTTP versions.
+The subset: HTTP/1.0 and 1.1 requests, keep-alive, pipelining, and bodies framed only by
+Content-Length. Its two framing rules are named functions, as in h11, so each is found (and
+reused, by a route that reads a body) in one place: ``body_length`` (how many body bytes follow
+a head) and ``wants_keep_alive`` (whether the connection stays open after the answer).
+Bad input is answered, never crashed on: 400 malformed, 413 body too large, 431 head over
+8 KiB, 501 Transfer-Encoding, 505 other HTTP versions. Routes live in ``workload.App``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 MAX_HEAD = 8 * 1024          # request line + headers; more is 431 (nginx's default is 1-8 KiB)
 MAX_BODY = 1024 * 1024       # a GET may carry a body; we read and discard up to this much
@@ -107,16 +110,10 @@ class RequestParser:
             if req.error:
                 out.append(self._fail(req))
                 break
-            length = req.headers.get("content-length")
-            if length is not None:
-                if not (length.isascii() and length.isdigit()):
-                    out.append(self._fail(_bad(400, "bad Content-Length")))
-                    break
-                digits = length.lstrip("0")     # int() raises beyond 4300 digits: check length
-                if len(digits) > len(str(MAX_BODY)) or int(digits or "0") > MAX_BODY:
-                    out.append(self._fail(_bad(413, "request body larger than 1 MiB")))
-                    break
-                self._body_left = int(digits or "0")
+            self._body_left, bad = body_length(req.headers)
+            if bad:
+                out.append(self._fail(bad))
+                break
             out.append(req)
         return out
 
@@ -172,19 +169,60 @@ def parse_head(head: bytes) -> Request:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     if "transfer-encoding" in headers:
         return _bad(501, "Transfer-Encoding is not supported")
-    conn = headers.get("connection")
-    if conn is None:
-        keep_alive = version == b"HTTP/1.1"
-    else:
-        tokens = {t.strip() for t in conn.lower().split(",")}
-        if version == b"HTTP/1.1":
-            keep_alive = "close" not in tokens
-        else:                   # HTTP/1.0 closes unless asked (ab -k asks)
-            keep_alive = "keep-alive" in tokens
     if not target.isascii():
         return _bad(400, "non-ASCII request target")
-    return Request(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"),
-                   headers, keep_alive)
+    version = version.decode("ascii")
+    return Request(method.decode("ascii"), target.decode("ascii"), version, headers,
+                   wants_keep_alive(version, headers.get("connection")))
+
+
+def wants_keep_alive(version: str, connection: Optional[str]) -> bool:
+    """Whether the connection stays open after this request's answer (RFC 9112 9.3).
+
+    HTTP/1.1 stays open unless the client says ``close``; HTTP/1.0 closes unless it says
+    ``keep-alive`` (``ab -k`` does). ``connection`` is the Connection header's value, or None.
+    """
+    if connection is None:
+        return version == "HTTP/1.1"
+    tokens = {t.strip() for t in connection.lower().split(",")}
+    if version == "HTTP/1.1":
+        return "close" not in tokens
+    return "keep-alive" in tokens
+
+
+def body_length(headers: dict) -> tuple:
+    """How many body bytes follow this head: ``(n, None)``, or ``(0, error Request)``.
+
+    Only Content-Length frames a body here (parse_head refuses Transfer-Encoding). Anything but
+    plain ASCII digits is 400, though ``int()`` would take "+5", "1_0" or "٣": a proxy that
+    framed the body differently would see a different next request. Over MAX_BODY is 413.
+    """
+    value = headers.get("content-length")
+    if value is None:
+        return 0, None
+    n = int_at_most(value, MAX_BODY)
+    if n is not None:
+        return n, None
+    if value.isascii() and value.isdigit():
+        return 0, _bad(413, "request body larger than 1 MiB")
+    return 0, _bad(400, "bad Content-Length")
+
+
+def int_at_most(digits: str, limit: int) -> Optional[int]:
+    """The value of a string of ASCII digits if it is at most ``limit``, else None.
+
+    The guard is the length check: ``int()`` raises on more than 4300 digits (CPython's defence
+    against slow conversion), so "Content-Length: 999...9" would crash a parser that must never
+    raise. Leading zeros are dropped first, so "0...03" is still 3 however long it is. Shared
+    by body_length and the ``/bytes/N`` route, which take numbers from a client.
+    """
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(limit)):
+        return None
+    n = int(significant or "0")
+    return n if n <= limit else None
 
 
 def response(status: int, body: bytes = b"", keep_alive: bool = True, head_only: bool = False,

@@ -124,7 +124,14 @@ class App:
         return http.RequestParser()
 
     def respond(self, req: http.Request) -> bytes:
-        """The full response to one request (does the request's CPU work first)."""
+        """The full response to one request (does the request's CPU work first).
+
+        The routes: ``GET /`` answers a short greeting, or ``body_bytes`` bytes when the
+        workload sets it; ``GET /bytes/N`` answers exactly N bytes (0 to MAX_BYTES_ROUTE; any
+        other N is 400). ``HEAD`` is answered like ``GET`` without the body; an unknown path is
+        404, another method 405. The query string is ignored. A request the parser refused is
+        answered with its error status, and the connection closes.
+        """
         if req.error:
             return http.error_response(req)
         if self.workload.cpu_us:
@@ -137,12 +144,10 @@ class App:
         if path == "/":
             return self._root_head[ka] if head else self._root[ka]
         if path.startswith("/bytes/"):
-            n = path[7:]
-            digits = n.lstrip("0")      # int() raises beyond 4300 digits: check the length first
-            if (not (n.isascii() and n.isdigit()) or len(digits) > len(str(http.MAX_BYTES_ROUTE))
-                    or int(digits or "0") > http.MAX_BYTES_ROUTE):
+            n = http.int_at_most(path[7:], http.MAX_BYTES_ROUTE)
+            if n is None:
                 # head_only for HEAD too: a body after a HEAD answer desyncs a keep-alive client
                 return http.response(400, b"use /bytes/N with 0 <= N <= 16777216\n", ka,
                                      head_only=head)
-            return http.response(200, b"x" * int(digits or "0"), ka, head_only=head)
+            return http.response(200, b"x" * n, ka, head_only=head)
         return http.response(404, b"try / or /bytes/N\n", ka, head_only=head)

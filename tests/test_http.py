@@ -148,7 +148,7 @@ def test_repeated_header_fields_are_combined():
 
 # ---------------------------------------------------------------- keep-alive
 
-@pytest.mark.parametrize("version,connection,keep_alive", [
+KEEP_ALIVE = [
     ("HTTP/1.1", None, True),
     ("HTTP/1.1", "close", False),
     ("HTTP/1.1", "Close", False),
@@ -157,7 +157,23 @@ def test_repeated_header_fields_are_combined():
     ("HTTP/1.0", "keep-alive", True),          # ab -k
     ("HTTP/1.0", "Keep-Alive", True),
     ("HTTP/1.0", "close", False),
+]
+
+
+@pytest.mark.parametrize("version,connection,keep_alive", KEEP_ALIVE + [
+    ("HTTP/1.1", "Upgrade, close", False),     # a token list: close anywhere in it counts
+    ("HTTP/1.1", "keep-alive,  CLOSE ", False),
+    ("HTTP/1.1", "closed", True),              # whole tokens only
+    ("HTTP/1.1", "", True),
+    ("HTTP/1.0", "Upgrade , Keep-Alive", True),
+    ("HTTP/1.0", "keep-alives", False),
+    ("HTTP/1.0", "", False),
 ])
+def test_wants_keep_alive(version, connection, keep_alive):
+    assert http.wants_keep_alive(version, connection) is keep_alive
+
+
+@pytest.mark.parametrize("version,connection,keep_alive", KEEP_ALIVE)
 def test_keep_alive_rules(version, connection, keep_alive):
     head = f"GET / {version}\r\nHost: h\r\n"
     if connection is not None:
@@ -353,6 +369,52 @@ def test_content_length_at_max_body_is_accepted_and_skipped():
     assert req.error == 0
     assert p.feed(b"x" * (MAX_BODY - 1)) == []
     assert [r.target for r in p.feed(b"x" + GET)] == ["/"]
+
+
+@pytest.mark.parametrize("digits,limit,value", [
+    ("0", 10, 0), ("", 10, None), ("000", 10, 0), ("10", 10, 10), ("11", 10, None),
+    ("007", 10, 7), ("0" * 5000 + "3", 10, 3), ("0" * 5000, 10, 0),
+    ("9" * 5000, MAX_BODY, None),              # int() would raise: refused by length first
+    ("1" + "0" * 4400, MAX_BODY, None),
+    (str(MAX_BODY), MAX_BODY, MAX_BODY), (str(MAX_BODY + 1), MAX_BODY, None),
+    ("9999999", MAX_BODY, None),               # as many digits as MAX_BODY, but larger
+    ("12a", 10 ** 6, None), ("-1", 10, None), ("+5", 10, None), (" 5", 10, None),
+    ("1_0", 100, None), ("0x10", 100, None), ("1.0", 10, None),
+    ("\u00b2", 10, None), ("\u0663", 10, None),  # isdigit() is True, and int("٣") is 3
+])
+def test_int_at_most(digits, limit, value):
+    assert http.int_at_most(digits, limit) == value
+
+
+@pytest.mark.parametrize("value,length", [
+    ("0", 0), ("3", 3), ("0" * 5000 + "3", 3), (str(MAX_BODY), MAX_BODY),
+])
+def test_body_length_of_a_good_content_length(value, length):
+    assert http.body_length({"content-length": value}) == (length, None)
+
+
+def test_body_length_without_content_length_is_zero():
+    assert http.body_length({}) == (0, None)
+    assert http.body_length({"host": "h", "content-type": "text/plain"}) == (0, None)
+
+
+@pytest.mark.parametrize("value,status", [
+    (str(MAX_BODY + 1), 413), ("9" * 5000, 413), ("1" + "0" * 4400, 413),
+    ("", 400), ("12a", 400), ("-1", 400), ("+5", 400), ("0x10", 400), ("5, 5", 400),
+    ("\u00b2", 400), ("\u0663", 400), ("9" * 4999 + "x", 400),
+])
+def test_body_length_refuses_with_a_status_and_does_not_raise(value, status):
+    length, bad = http.body_length({"content-length": value})
+    assert length == 0
+    assert (bad.error, bad.keep_alive) == (status, False) and bad.detail
+
+
+@pytest.mark.parametrize("value", [b"3", b"12a", b"9" * 5000, b"%d" % (MAX_BODY + 1)])
+def test_feed_frames_bodies_by_body_length(value):
+    """The parser answers exactly what the named rule decides."""
+    _, bad = http.body_length({"content-length": value.decode("latin-1")})
+    (req,) = one_shot(b"GET / HTTP/1.1\r\nContent-Length: " + value + b"\r\n\r\n")
+    assert req.error == (bad.error if bad else 0)
 
 
 # ---------------------------------------------------------------- request bodies
