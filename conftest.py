@@ -36,7 +36,8 @@ def _servers_left(token):
     for p in psutil.process_iter(["cmdline", "status"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if ("netlab._child" in cmd or "netlab serve" in cmd) and \
+            if any(mark in cmd for mark in ("netlab.server_process", "netlab serve",
+                                            "watchdog.py", "netlab.experiments")) and \
                     p.info["status"] != psutil.STATUS_ZOMBIE and p.environ().get(TOKEN) == token:
                 left.append(p)
         except psutil.Error:
@@ -46,7 +47,7 @@ def _servers_left(token):
 
 def _files_left(folder, timeout=10.0):
     """netlab's entries in ``folder``, after giving them ``timeout`` seconds to go: a server
-    whose harness was killed removes its usage file once it has stopped (up to its lifeline
+    whose harness was killed removes its usage file once it has stopped (up to its watchdog's
     grace), a peer's watchdog removes the workdir once the peer is gone."""
     from netlab.monitor import wait_until
 
@@ -58,7 +59,11 @@ def _files_left(folder, timeout=10.0):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    left = _servers_left(os.environ.get(TOKEN))
+    from netlab.monitor import wait_until
+    token = os.environ.get(TOKEN)
+    # a watchdog whose harness a test killed may still be in its grace period
+    wait_until(lambda: not _servers_left(token), timeout=10, interval=0.1)
+    left = _servers_left(token)
     if left:
         print(f"\nnetlab servers left running after the session: {[p.pid for p in left]}")
         for p in left:

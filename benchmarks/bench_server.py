@@ -22,7 +22,7 @@ import statistics
 import sys
 
 import netlab
-from netlab import external
+from netlab import loadtools, peers
 from netlab.monitor import Monitor, pin
 
 TARGETS = {("keepalive", "nginx"): 0.5, ("close", "nginx"): 0.8,
@@ -32,15 +32,15 @@ TARGETS = {("keepalive", "nginx"): 0.5, ("close", "nginx"): 0.8,
 def start(name):
     if name == "epoll":
         return netlab.serve("epoll")
-    return external.PEERS[name].factory()
+    return peers.PEERS[name].factory()
 
 
 def one(name, mode, seconds, conc):
     with start(name) as srv:
         pin(srv, [0])
-        external.wrk(srv.url, conc, 1, keepalive=mode == "keepalive", cpus=[1])   # warm-up
+        loadtools.wrk(srv.url, conc, 1, keepalive=mode == "keepalive", cpus=[1])   # warm-up
         with Monitor(srv, cores=1) as mon:
-            r = external.wrk(srv.url, conc, seconds, keepalive=mode == "keepalive", cpus=[1])
+            r = loadtools.wrk(srv.url, conc, seconds, keepalive=mode == "keepalive", cpus=[1])
         return r, mon.usage
 
 

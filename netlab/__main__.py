@@ -17,7 +17,8 @@ import json
 import logging
 import sys
 
-from . import lifecycle, servers
+from . import server_process, servers
+from .arguments import comma_counts
 from .servers import NetlabError
 from .workload import Workload
 
@@ -84,23 +85,13 @@ def cmd_serve(args) -> int:
     except ValueError as e:         # a workload knob out of range
         raise NetlabError(str(e)) from None
     try:
-        lifecycle.run(spec, lambda line: print(line, flush=True))
+        server_process.run(spec, lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         pass
     except SystemExit as e:
-        return lifecycle.exit_status(e)    # non-zero if it ended on its own (a worker died)
+        return server_process.exit_status(e)    # non-zero if it ended on its own (a worker died)
     return 0
 
-
-def _ints(text: str) -> list:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}")
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, "
-                                         f"not {text!r}")
-    return vals
 
 
 def _progress_wanted(args) -> bool:
@@ -277,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="measure models across concurrencies (both sides watched)")
     sw.add_argument("models", nargs="+", metavar="MODEL", help="model names")
-    sw.add_argument("--concurrency", type=_ints, default=[1, 10, 100],
+    sw.add_argument("--concurrency", type=comma_counts, default=[1, 10, 100],
                     help="comma-separated, e.g. 1,10,100,1000")
     sw.add_argument("-d", "--duration", type=float, help="seconds per run (default 2; 0.5 quick)")
     sw.add_argument("-n", "--requests", type=int, help="requests per run instead of a duration")
@@ -303,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="check a model or your own server against netlab's promises")
     ck.add_argument("server", help="a model name, or FILE.py:FUNCTION for your own server")
     ck.add_argument("--workers", type=int, help="processes or threads, for models that have them")
-    ck.add_argument("--concurrency", type=_ints, default=[1, 10, 100],
+    ck.add_argument("--concurrency", type=comma_counts, default=[1, 10, 100],
                     help="throughput measured at these concurrencies (default 1,10,100)")
     ck.add_argument("--json", action="store_true", help="machine-readable output")
     ck.set_defaults(func=cmd_check)

@@ -41,13 +41,38 @@ def _read(path: str):
         return None
 
 
+def need(tool: str, without: str) -> str:
+    """The path of an optional tool, or NetlabError: one sentence with its install command and
+    ``without``, what runs without it."""
+    from .servers import NetlabError
+    path = shutil.which(tool)
+    if path is None:
+        hint = TOOLS.get(tool, ("", f"install {tool}"))[1]
+        raise NetlabError(f"{tool} is not installed: {hint} ({without})")
+    return path
+
+
 def fd_limit():
-    """(soft, hard) limit on open files for this process, or None where unknown."""
+    """(soft, hard) limit on open files for this process, 'unlimited' read as 1,048,576; None
+    where there is no such limit (Windows)."""
     try:
         import resource
-        return resource.getrlimit(resource.RLIMIT_NOFILE)
+        return tuple(1 << 20 if v == resource.RLIM_INFINITY else int(v)
+                     for v in resource.getrlimit(resource.RLIMIT_NOFILE))
     except (ImportError, ValueError, OSError):
         return None
+
+
+def raise_fd_limit() -> int:
+    """Raise our soft open-file limit to the hard one (servers and peers started next inherit
+    it); the soft limit now. A laptop's soft limit (1024, 256 on macOS) is far below C10K."""
+    try:
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+    return (fd_limit() or (1024, 1024))[0]
 
 
 def machine() -> dict:

@@ -17,6 +17,7 @@ import time
 from typing import Iterable, Optional, Sequence
 
 from . import load as _load
+from .arguments import whole
 from .env import machine, quick_mode
 from .lifecycle import serve
 from .monitor import Monitor, pin as _pin, server_cores, settle_sockets
@@ -129,8 +130,7 @@ def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
     if not models:
         raise NetlabError("sweep needs at least one model")
     levels = _as_list(concurrency, "concurrency")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 20:
-        raise NetlabError(f"repeats must be a whole number from 1 to 20, not {repeats!r}")
+    whole("repeats", repeats, 1, 20)
     if duration is None and requests is None:
         duration = 0.5 if quick_mode() else 2.0
     results, warnings = [], []
@@ -196,7 +196,7 @@ def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None
     http.server) under the same load: one row per server and mode, unavailable peers included
     with the reason. Other keywords (slow, idle, think_ms, ...) go to the load generator. The
     lesson it is for: the architecture matters more than the language."""
-    from . import external
+    from . import peers as _peers
     import pandas as pd
     if duration is None:
         duration = 0.5 if quick_mode() else 2.0
@@ -204,13 +204,13 @@ def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None
         if m not in ("close", "keepalive"):
             raise NetlabError(f"modes are 'close' and 'keepalive', not {m!r}")
     pin = pin and (os.cpu_count() or 1) >= 2
-    available = {n: (ok, why) for n, ok, why in external.available_peers()}
+    available = {n: (ok, why) for n, ok, why in _peers.available_peers()}
     names = list(available) if names is None else list(names)
     for n in names:
         if n not in available:
             raise NetlabError(f"unknown peer {n!r}: choose from {', '.join(available)}")
     targets = [(m, lambda m=m: serve(m)) for m in models]
-    targets += [(n, external.PEERS[n].factory) for n in names]
+    targets += [(n, _peers.PEERS[n].factory) for n in names]
     rows = []
     for name, start in targets:
         if name in available and not available[name][0]:

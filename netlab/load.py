@@ -26,6 +26,8 @@ from array import array
 from urllib.parse import urlsplit
 
 from ._loadworker import SLOW_PAUSE_S, SLOW_PIECES
+from .arguments import whole
+from .env import fd_limit
 from .results import ERROR_KINDS, LoadResult, percentile
 from .servers import NetlabError
 
@@ -56,12 +58,6 @@ def latency_summary(latencies_ms) -> dict:
 
 def _fail(msg: str):
     raise NetlabError(msg)
-
-
-def _int(name, v, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        _fail(f"{name} must be a whole number from {lo:,} to {hi:,}, not {v!r}")
-    return v
 
 
 def _num(name, v, lo, hi, lo_open=True):
@@ -138,21 +134,21 @@ def _plan(url, concurrency, requests, duration, keepalive, slow, idle, think_ms,
     if not isinstance(allow_remote, bool):
         _fail(f"allow_remote must be True or False, not {allow_remote!r}")
     addr, port, netloc, target = _target(url, path, allow_remote)
-    _int("concurrency", concurrency, 1, MAX_CONCURRENCY)
+    whole("concurrency", concurrency, 1, MAX_CONCURRENCY)
     if requests is not None and duration is not None:
         _fail("give requests (a count) or duration (seconds), not both")
     if requests is not None:
-        _int("requests", requests, 1, MAX_REQUESTS)
+        whole("requests", requests, 1, MAX_REQUESTS)
     if duration is None and requests is None:
         duration = 2.0
     if duration is not None:
         duration = _num("duration", duration, 0, MAX_SECONDS)
-    _int("slow", slow, 0, concurrency)
-    _int("idle", idle, 0, MAX_IDLE)
+    whole("slow", slow, 0, concurrency)
+    whole("idle", idle, 0, MAX_IDLE)
     think_s = _num("think_ms", think_ms, 0, 60_000, lo_open=False) / 1000
     timeout = _num("timeout", timeout, 0, MAX_SECONDS)
     max_seconds = _num("max_seconds", max_seconds, 0, MAX_SECONDS)
-    _int("expect_status", expect_status, 100, 599)
+    whole("expect_status", expect_status, 100, 599)
     if not (isinstance(progress, bool) or callable(progress)):
         _fail(f"progress must be True, False or a function, not {progress!r}")
     allowed = _cores()
@@ -164,13 +160,13 @@ def _plan(url, concurrency, requests, duration, keepalive, slow, idle, think_ms,
             _fail(f"cpus must be a list of this process's cores (from {allowed}), not {cpus!r}")
         cpus = sorted(set(cpus))
     conns = concurrency + idle
-    soft = _soft_fd_limit()
+    soft = (fd_limit() or (0, 0))[0]
     if processes is None:
         processes = min(max(1, len(cpus or allowed) - (0 if cpus else 1)), concurrency)
         if soft:    # more workers when one cannot hold its share of the connections
             processes = max(processes, -(-conns // max(1, soft - FD_MARGIN)))
     else:
-        _int("processes", processes, 1, 256)
+        whole("processes", processes, 1, 256)
         processes = min(processes, conns)
     if soft and -(-concurrency // processes) + -(-idle // processes) + FD_MARGIN > soft:
         need = -(-concurrency // processes) + -(-idle // processes) + FD_MARGIN
@@ -198,15 +194,6 @@ def _plan(url, concurrency, requests, duration, keepalive, slow, idle, think_ms,
                   slow_pause_ms=SLOW_PAUSE_S * 1000, allow_remote=allow_remote)
     cores = min(processes, len(cpus or allowed))
     return specs, params, cores
-
-
-def _soft_fd_limit():
-    try:
-        import resource
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return None if soft == resource.RLIM_INFINITY else soft
-    except (ImportError, ValueError, OSError):
-        return None
 
 
 class _Worker:

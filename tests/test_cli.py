@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from netlab.lifecycle import _proc_group
+from netlab.supervisor import proc_group
 from conftest import get, port_listening
 
 PY = [sys.executable, "-m", "netlab"]
@@ -70,9 +70,9 @@ def _stopped_cleanly(p, port):
         pytest.fail(f"the server did not stop within 10 s; its stacks:\n{p.stderr.read()}")
     assert p.returncode == 0, f"status {p.returncode}; the server's stderr:\n{p.stderr.read()}"
     deadline = time.monotonic() + 5
-    while _proc_group(p.pid) and time.monotonic() < deadline:
+    while proc_group(p.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _proc_group(p.pid) and not port_listening(port)
+    assert not proc_group(p.pid) and not port_listening(port)
     assert "Traceback" not in p.stderr.read()
 
 
@@ -203,9 +203,9 @@ def _peers_cli(*args, env=None):
 
 
 def _expected_peers():
-    from netlab import external
+    from netlab import peers
     from netlab.harness import EVENT_LOOP_MODELS
-    peers = external.available_peers()
+    peers = peers.available_peers()
     ran = list(EVENT_LOOP_MODELS) + [name for name, ok, _ in peers if ok]
     missing = [f"{name}: not run, {why}" for name, ok, why in peers if not ok]
     return ran, missing

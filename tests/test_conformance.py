@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 import netlab
-from netlab.lifecycle import _proc_group
+from netlab.supervisor import proc_group
 from netlab.monitor import wait_until
 from conftest import connect, get, open_fds, port_listening, read_response, zombies_of
 
@@ -227,8 +227,8 @@ def test_stop_leaves_nothing_behind(case):
         for _ in range(3):
             assert get(s.port)[0] == 200
         pid, port = s.pid, s.port
-        assert _proc_group(pid)
-    assert not _proc_group(pid)
+        assert proc_group(pid)
+    assert not proc_group(pid)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not port_listening(port)
     assert open_fds() == before

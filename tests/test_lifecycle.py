@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import netlab
-from netlab.lifecycle import _proc_group
+from netlab.supervisor import proc_group
 from netlab.monitor import wait_until
 from conftest import connect, get, port_listening, read_response
 
@@ -62,7 +62,7 @@ def test_serve_gives_url_port_pid_and_stops_on_exit():
 def test_a_students_function_runs_under_the_same_harness():
     with netlab.serve(student_loop) as srv:
         assert get(srv.port, "/bytes/10")[2] == b"x" * 10
-    assert not _proc_group(srv.pid)
+    assert not proc_group(srv.pid)
 
 
 def test_a_closure_defined_at_runtime_is_shipped_by_value():
@@ -95,7 +95,7 @@ def test_an_exception_in_the_block_stops_the_server_and_propagates():
         with netlab.serve("forking") as srv:
             get(srv.port)
             raise KeyboardInterrupt       # what interrupting the notebook kernel does
-    assert not _proc_group(srv.pid) and not port_listening(srv.port)
+    assert not proc_group(srv.pid) and not port_listening(srv.port)
 
 
 def test_sigkill_after_timeout_for_a_server_that_ignores_sigterm():
@@ -103,7 +103,7 @@ def test_sigkill_after_timeout_for_a_server_that_ignores_sigterm():
     get(srv.port)
     srv.stop(timeout=0.5)
     assert srv.proc.returncode == -signal.SIGKILL       # SIGTERM was ignored: SIGKILL ended it
-    assert not _proc_group(srv.pid)                     # and the child that ignored it too
+    assert not proc_group(srv.pid)                     # and the child that ignored it too
 
 
 def test_a_forgotten_server_is_killed_when_garbage_collected():
@@ -111,9 +111,9 @@ def test_a_forgotten_server_is_killed_when_garbage_collected():
     gc.collect()
     assert _gone(pid)
     deadline = time.monotonic() + 5
-    while _proc_group(pid) and time.monotonic() < deadline:
+    while proc_group(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _proc_group(pid)
+    assert not proc_group(pid)
 
 
 def test_the_server_dies_with_the_process_that_started_it():
@@ -132,9 +132,9 @@ def test_the_server_dies_with_the_process_that_started_it():
     parent.stdout.close()
     assert _gone(pid)
     deadline = time.monotonic() + 5
-    while (_proc_group(pid) or port_listening(port)) and time.monotonic() < deadline:
+    while (proc_group(pid) or port_listening(port)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _proc_group(pid) and not port_listening(port)
+    assert not proc_group(pid) and not port_listening(port)
 
 
 def test_port_in_use_is_one_sentence():
@@ -244,9 +244,9 @@ def test_nothing_outlives_a_killed_harness(how, sig):
         harness.wait()
         harness.stdout.close()
     deadline = time.monotonic() + 10
-    while (_proc_group(pid) or port_listening(port)) and time.monotonic() < deadline:
+    while (proc_group(pid) or port_listening(port)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _proc_group(pid) and not port_listening(port)
+    assert not proc_group(pid) and not port_listening(port)
 
 
 def test_a_server_started_from_a_thread_that_ends_keeps_running():
@@ -296,9 +296,9 @@ def test_interrupting_stop_kills_the_server_instead_of_leaving_it(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         srv.stop()
     deadline = time.monotonic() + 5
-    while _proc_group(srv.pid) and time.monotonic() < deadline:
+    while proc_group(srv.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _proc_group(srv.pid) and not srv.alive
+    assert not proc_group(srv.pid) and not srv.alive
 
 
 def test_reuseport_refuses_a_port_another_server_holds():
@@ -408,15 +408,15 @@ def test_a_grandchild_that_ignores_sigterm_dies_with_a_killed_harness():
     try:
         pid, port = map(int, harness.stdout.readline().split())
         # the server, sh and its sleep: the server function starts sh after it is announced
-        assert wait_until(lambda: len(_proc_group(pid)) >= 3, timeout=10)
+        assert wait_until(lambda: len(proc_group(pid)) >= 3, timeout=10)
     finally:
         harness.kill()
         harness.wait()
         harness.stdout.close()
     deadline = time.monotonic() + 10
-    while _proc_group(pid) and time.monotonic() < deadline:
+    while proc_group(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _proc_group(pid)
+    assert not proc_group(pid)
 
 
 def escaping_loop(listen, app):

@@ -72,8 +72,8 @@ def test_threaded_starts_a_thread_per_request_and_compare_is_one_wide_table():
 @needs_strace
 @pytest.mark.parametrize("peer", syscalls.PEERS)
 def test_other_runtimes_sit_on_epoll_too(peer):
-    from netlab import external
-    reason = dict((n, r) for n, _, r in external.available_peers())[peer]
+    from netlab import peers
+    reason = dict((n, r) for n, _, r in peers.available_peers())[peer]
     if reason:
         pytest.skip(reason)
     df = syscalls.profile(peer, requests=150)

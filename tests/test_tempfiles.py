@@ -18,8 +18,8 @@ import textwrap
 import pytest
 
 import netlab
-from netlab import external
-from netlab.lifecycle import _proc_group
+from netlab import peers
+from netlab.supervisor import proc_group
 from netlab.monitor import wait_until
 
 PREFIX = "netlab-"
@@ -41,7 +41,7 @@ def netlab_entries(d) -> list:
 
 
 STUBBORN = """
-def stubborn_loop(listen, app):     # ignores SIGTERM: only the lifeline's SIGKILL stops it
+def stubborn_loop(listen, app):     # ignores SIGTERM: only the watchdog's SIGKILL stops it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         conn, _ = listen.accept()
@@ -86,34 +86,34 @@ def test_a_failed_start_leaves_no_usage_file(tmp):
 
 @pytest.mark.parametrize("target", ["epoll", "stubborn"])
 def test_a_server_whose_harness_is_killed_removes_its_usage_file(tmp, target):
-    """The harness cannot remove it then: the server does, on its way out (a server that
-    ignores SIGTERM: its lifeline thread, before the SIGKILL that ends it)."""
+    """The harness cannot remove it then: the server does, on its way out, or (a server that
+    ignores SIGTERM) its watchdog does, once the SIGKILL has ended it."""
     start = "netlab.serve('epoll')" if target == "epoll" else "netlab.serve(stubborn_loop)"
     pid, (path,) = run_and_kill_owner("import signal, time, netlab\n" + STUBBORN +
                                       f"srv = {start}\n"
                                       "print(srv.pid, srv.stats_path, flush=True)\n"
                                       "time.sleep(60)\n")
     assert os.path.dirname(path) == str(tmp)
-    assert wait_until(lambda: not _proc_group(pid), timeout=15), "the server outlived its harness"
-    assert netlab_entries(tmp) == []
+    assert wait_until(lambda: not proc_group(pid), timeout=15), "the server outlived its harness"
+    assert wait_until(lambda: not netlab_entries(tmp), timeout=10), netlab_entries(tmp)
 
 
 def test_a_peer_whose_harness_is_killed_leaves_no_workdir(tmp):
     """The watchdog that stops the peer removes its workdir too."""
     pid, (workdir,) = run_and_kill_owner("""
-        from netlab import external
-        p = external.http_server()
-        print(p.pid, p._workdir.name, flush=True)
+        from netlab import peers
+        p = peers.http_server()
+        print(p.pid, p.workdir, flush=True)
         import time; time.sleep(60)
     """)
     assert os.path.dirname(workdir) == str(tmp)
-    assert wait_until(lambda: not _proc_group(pid), timeout=15), "the peer outlived its harness"
+    assert wait_until(lambda: not proc_group(pid), timeout=15), "the peer outlived its harness"
     assert wait_until(lambda: not netlab_entries(tmp), timeout=10), netlab_entries(tmp)
 
 
 def test_a_stopped_peer_leaves_no_workdir(tmp):
-    with external.http_server() as p:
-        assert netlab_entries(tmp) == [os.path.basename(p._workdir.name)]
+    with peers.http_server() as p:
+        assert netlab_entries(tmp) == [os.path.basename(p.workdir)]
     assert netlab_entries(tmp) == []
 
 
@@ -121,9 +121,9 @@ def test_a_stopped_peer_leaves_no_workdir(tmp):
 def test_an_abandoned_peer_removes_its_workdir_itself(tmp):
     """Its finalizer removes it once the peer is dead, not TemporaryDirectory's last resort
     (which warns "Implicitly cleaning up", and may run before the peer is killed)."""
-    p = external.http_server()
+    p = peers.http_server()
     pid = p.pid
     del p
     gc.collect()
-    assert not _proc_group(pid)
+    assert not proc_group(pid)
     assert netlab_entries(tmp) == []

@@ -43,3 +43,33 @@ def step(progress, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
     elif callable(progress):
         progress(text)
+
+
+class LineReader:
+    """Lines from a pipe (a helper's stdout, workers' reports), each read with a deadline: an
+    experiment waiting on a helper that hangs or dies must fail in one sentence, not hang."""
+
+    def __init__(self, stream, who: str):
+        self.fd = stream if isinstance(stream, int) else stream.fileno()
+        self.who, self.buf = who, b""
+
+    def read(self, n: int, deadline: float) -> list:
+        """The next ``n`` lines (text); NetlabError when ``deadline`` (monotonic) passes or the
+        writer closes the pipe first."""
+        import os
+        import select
+        import time
+        from ..servers import NetlabError
+        while self.buf.count(b"\n") < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise NetlabError(f"{self.who} did not answer in time")
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise NetlabError(f"{self.who} exited before answering")
+            self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n", n)
+        return [line.decode() for line in lines]
+
+    def line(self, deadline: float) -> str:
+        return self.read(1, deadline)[0]

@@ -23,21 +23,19 @@ getrusage() (every thread), so only the load's window is counted. Closing its st
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import itertools
 import json
 import os
-import select
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 
-from . import command, standalone, step
+from . import LineReader, command, standalone, step
+from ..arguments import comma_counts, whole
 from ..servers import NetlabError
+from ..supervisor import Helper
 
 POOL_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -107,7 +105,7 @@ def _announce(listen, pool: int) -> None:
 
 
 def _server_main() -> None:
-    from ..lifecycle import open_listener
+    from ..sockets import open_listener
     from ..servers import forks, prethreaded
     from ..workload import App, Workload
     spec = json.loads(sys.argv[1])
@@ -126,17 +124,11 @@ _CHILD = "from netlab.experiments.acceptlock import _server_main; _server_main()
 REQUEST = b"GET / HTTP/1.1\r\nHost: netlab\r\nConnection: close\r\n\r\n"
 
 
-def _ask(proc, deadline: float, question: str = "") -> dict:
+def _ask(child, answers, deadline: float, question: bytes = b"") -> dict:
     if question:
-        proc.stdin.write(question)
-        proc.stdin.flush()
-    fd = proc.stdout.fileno()
-    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        raise NetlabError("the measured prethreaded server did not answer in time")
-    line = proc.stdout.readline()
-    if not line:
-        raise NetlabError(f"the measured prethreaded server died: {proc.stderr.read()[-300:]}")
-    return json.loads(line)
+        child.proc.stdin.write(question)
+        child.proc.stdin.flush()
+    return json.loads(answers.line(deadline))
 
 
 def _drive(port: int, connections: int, concurrency: int, deadline: float) -> dict:
@@ -170,27 +162,15 @@ def measure(pool: int, lock: bool, connections: int, concurrency: int,
             backend_ms: float = 0.0, timeout: float = 120.0) -> dict:
     """One pool size: start the server, load it, return one row."""
     from ..results import limited_by
-    from .herd import python_child
     spec = dict(pool=pool, lock=lock, backend_ms=backend_ms, parent=os.getpid())
     deadline = time.monotonic() + timeout
-    proc = python_child(_CHILD, spec, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True)
-    try:
-        port = _ask(proc, deadline)["port"]
-        before = _ask(proc, deadline, "?\n")
+    with Helper("acceptlock", "-c", _CHILD, json.dumps(spec), stdin=subprocess.PIPE).start() \
+            as child:
+        answers = LineReader(child.proc.stdout, "the measured prethreaded server")
+        port = _ask(child, answers, deadline)["port"]
+        before = _ask(child, answers, deadline, b"?\n")
         load = _drive(port, connections, concurrency, deadline)
-        after = _ask(proc, deadline, "?\n")
-    finally:
-        try:
-            proc.stdin.close()                    # it exits at end-of-stdin
-            proc.wait(3)
-        except (OSError, subprocess.TimeoutExpired, KeyboardInterrupt):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)   # not reaped yet: the group is ours
-            proc.wait()
-        finally:
-            proc.stdout.close()
-            proc.stderr.close()
+        after = _ask(child, answers, deadline, b"?\n")
     n = max(load["served"], 1)
     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     verdict, why = limited_by(load["seconds"], d["cpu"], 1.0, load["client_cpu_s"], 1.0)
@@ -218,8 +198,7 @@ def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_
     locks = (lock,) if isinstance(lock, bool) else tuple(lock)
     for name, v, top in [("pool size", n, 1024) for n in pool_sizes] + [
             ("connections", connections, 100000), ("concurrency", concurrency, 1000)]:
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
-            raise NetlabError(f"{name} must be a whole number from 1 to {top}, not {v!r}")
+        whole(name, v, 1, top)
     if not locks or not all(isinstance(v, bool) for v in locks):
         raise NetlabError(f"lock must be True, False or (True, False), not {lock!r}")
     rows, todo = [], [(lk, n) for lk in locks for n in pool_sizes]
@@ -258,16 +237,9 @@ def plot(df):
 
 # -- command line: python -m netlab acceptlock ... --------------------------------------------
 
-def _sizes(text: str) -> tuple:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}")
-
-
 def _arguments(p):
     d = sizes()
-    p.add_argument("--pool-sizes", type=_sizes, default=d["pool_sizes"], metavar="N,N,...",
+    p.add_argument("--pool-sizes", type=comma_counts, default=d["pool_sizes"], metavar="N,N,...",
                    help="threads in the pool (default %s)" % ",".join(map(str, d["pool_sizes"])))
     p.add_argument("--connections", type=int, default=d["connections"],
                    help="connections per pool size")

@@ -20,20 +20,21 @@ one server process use ``models=("reuseport",)`` (workers are sized to K automat
     python -m netlab c10k --models epoll,poll,threaded --held 0,1000,10000
 """
 
-import argparse
 import errno
 import json
 import math
 import os
-import select
 import selectors
 import socket
 import subprocess
 import sys
 import time
 
-from . import command, standalone
+from . import LineReader, command, standalone
+from ..arguments import comma_ints
+from ..env import raise_fd_limit
 from ..monitor import server_usage, settle_sockets
+from ..supervisor import Helper
 
 PER_HOLDER = 15_000          # connections per holder process (and per server process)
 WINDOW, GIVE_UP = 256, 64    # connects in flight; failed connects before a holder stops trying
@@ -50,7 +51,7 @@ COLUMNS = ["model", "workers", "K", "held", "accepted", "closed", "failed", "p50
 def _hold(host, port, source, connect_timeout):
     """Obey stdin: each 'N' line means hold N in all; reply with the counts once done (a
     repeated N is a report). Exit, closing everything, at EOF."""
-    _fd_limit()
+    raise_fd_limit()
     sel = selectors.DefaultSelector()
     sel.register(0, selectors.EVENT_READ)
     held, pending, buf, target, fails, due = set(), {}, b"", 0, 0, False
@@ -121,15 +122,16 @@ def _hold(host, port, source, connect_timeout):
 
 class Holders:
     """Idle connections to host:port held by helper processes, ≤ PER_HOLDER each, each from its
-    own source address on Linux loopback (127.0.0.2, .3, ...). They exit when ``close()`` closes
-    their stdin, or when the caller dies (its end of the pipe closes with it)."""
+    own source address on Linux loopback (127.0.0.2, .3, ...). ``close()`` stops them; so does
+    their watchdog when the caller dies, and a holder exits by itself at end-of-stdin."""
 
     STEP = 2000      # connections added at once when the server's pid is known (half the backlog)
 
     def __init__(self, host, port, connect_timeout=1.0, pid=None):
         self.host, self.port, self.connect_timeout = host, port, connect_timeout
         self.pid = pid
-        self.procs, self.shares = [], []
+        self.procs, self.shares = [], []      # the holders (netlab.supervisor.Helper)
+        self._answers = []
 
     def grow(self, k, timeout=60.0) -> dict:
         """Hold ``k`` in all (filling holder 0 first); their summed counts (also: a report).
@@ -151,29 +153,22 @@ class Holders:
         return got
 
     def _grow(self, k, timeout) -> dict:
-        from ..lifecycle import _PKG_PARENT
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (_PKG_PARENT, os.environ.get("PYTHONPATH")) if p))
         while len(self.procs) * PER_HOLDER < k:
             i = len(self.procs)
             src = f"127.0.0.{2 + i}" if sys.platform.startswith("linux") and \
                 self.host.startswith("127.") else ""
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "netlab.experiments.c10k", "--hold", self.host,
-                 str(self.port), src, str(self.connect_timeout)], env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True))
+            holder = Helper(f"c10k holder {i}", "-m", "netlab.experiments.c10k", "--hold",
+                            self.host, str(self.port), src, str(self.connect_timeout),
+                            stdin=subprocess.PIPE)
+            self.procs.append(holder.start())
+            self._answers.append(LineReader(holder.proc.stdout, f"c10k holder {i}"))
         self.shares = [min(PER_HOLDER, max(0, k - i * PER_HOLDER)) for i in range(len(self.procs))]
         for p, share in zip(self.procs, self.shares):
-            p.stdin.write(b"%d\n" % share)
-            p.stdin.flush()
+            p.proc.stdin.write(b"%d\n" % share)
+            p.proc.stdin.flush()
         total, deadline = {}, time.monotonic() + timeout
-        for p in self.procs:
-            if not select.select([p.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
-                raise TimeoutError("a holder process did not answer in time")
-            line = p.stdout.readline()                     # one line per request
-            if not line:
-                raise RuntimeError("a holder process died")
-            for key, v in json.loads(line).items():
+        for answers in self._answers:                      # one line per request
+            for key, v in json.loads(answers.line(deadline)).items():
                 total[key] = total.get(key, "" if isinstance(v, str) else 0) + v
         return total
 
@@ -182,16 +177,13 @@ class Holders:
         return self._grow(sum(self.shares), 60.0)
 
     def close(self):
-        for p in self.procs:
-            p.stdin.close()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait()
-            p.stdout.close()
-        self.procs = []
+        try:
+            for p in self.procs:
+                p.stop()
+        finally:
+            for p in self.procs:
+                p.stop(check=False)             # the rest, even if one of them failed
+            self.procs, self._answers = [], []
 
     def __enter__(self):
         return self
@@ -233,17 +225,6 @@ def sizes() -> dict:
     if quick_mode():
         return dict(held=(0, 100, 1000), active=4, duration=0.5, timeout=1.0)
     return dict(held=(0, 1000, 5000, 10000), active=4, duration=2.0, timeout=2.0)
-
-
-def _fd_limit() -> int:
-    """Raise our soft open-file limit to the hard one (a server started next inherits it)."""
-    try:
-        import resource
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard if hard != resource.RLIM_INFINITY else 1 << 20
-    except (ImportError, ValueError, OSError):
-        return 1024
 
 
 def _problems(got, accepted, srv, lr, timeout) -> list:
@@ -313,7 +294,7 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
     try:
         if stop:
             raise NetlabError(stop)
-        cap = nproc * (_fd_limit() - 64)
+        cap = nproc * (raise_fd_limit() - 64)
         srv = Server(name, workers=workers).start()
         load.run(srv.url, active, duration=0.3, timeout=timeout)        # warm-up: not recorded
         settle_sockets(srv.pid, until=time.monotonic() + 2)
@@ -414,16 +395,9 @@ def plot(df):
 
 # --- command line: python -m netlab c10k ------------------------------------------------------
 
-def _counts(text):
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected counts separated by commas, not {text!r}")
-
-
 def _arguments(p):
     p.add_argument("--models", default="epoll", help="comma-separated, e.g. epoll,poll,threaded")
-    p.add_argument("--held", type=_counts, help="idle connections, e.g. 0,1000,10000")
+    p.add_argument("--held", type=comma_ints, help="idle connections, e.g. 0,1000,10000")
     p.add_argument("--active", type=int, help="active clients measuring latency (default 4)")
     p.add_argument("--duration", type=float, help="seconds of active load per point")
     p.add_argument("--workers", type=int, help="server processes (reuseport: sized to K)")

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import select
-import subprocess
 import sys
 import time
 from itertools import cycle, islice
@@ -155,18 +154,20 @@ def _unavailable(mechanism):
 
 def _spawn(mechanism, fds, budget):
     """Run one point in a fresh child; its outcome as a dict."""
+    from ..supervisor import Helper
     job = json.dumps(dict(mechanism=mechanism, fds=fds, budget=budget))
     limit = 10 * budget + 60
+    worker = Helper(f"fdbench {mechanism}", "-I", os.path.abspath(__file__), "--worker", job,
+                    text=True)            # -I: it holds fds 0, 1, 2 only, and imports no netlab
     try:
-        out = subprocess.run([sys.executable, "-I", os.path.abspath(__file__), "--worker", job],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             close_fds=True, timeout=limit)     # the child holds 0, 1, 2 only
-    except subprocess.TimeoutExpired:
+        with worker.start():
+            out = worker.output(limit)
+    except TimeoutError:
         return dict(status="error", reason=f"the worker took more than {limit:.0f} s")
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+    if worker.proc.returncode != 0:
+        last = (worker.log().strip().splitlines() or ["no message"])[-1]
         return dict(status="error", reason=f"the worker failed: {last}")
-    return json.loads(out.stdout)
+    return json.loads(out)
 
 
 def _row(mechanism, fds, res):

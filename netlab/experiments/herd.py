@@ -31,12 +31,13 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 
-from . import command, standalone, step
+from . import LineReader, command, standalone, step
+from ..arguments import whole
 from ..servers import FEATURES, NetlabError
+from ..supervisor import Helper
 
 MODES = ("accept", "select", "epoll", "exclusive", "reuseport")
 NEEDS = {"accept": ("fork",), "select": ("fork",), "epoll": ("fork", "epoll"),
@@ -109,20 +110,6 @@ def _listeners(mode, workers):
     return socks
 
 
-def _lines(fd, n, deadline):
-    """Read ``n`` lines from a pipe, or fail at ``deadline``."""
-    buf = b""
-    while buf.count(b"\n") < n:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError("the workers did not answer in time")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise RuntimeError("a worker died")
-        buf += chunk
-    return buf.decode().splitlines()
-
-
 def _wait_asleep(pids, deadline):
     """Until every worker sleeps: state S in /proc/PID/stat (without /proc: a short pause)."""
     if not os.path.isdir("/proc/self"):
@@ -146,10 +133,11 @@ def measure(mode: str, workers: int, connections: int, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     socks = _listeners(mode, workers)
     r, w = os.pipe()
+    reports = LineReader(r, "the herd's workers")
     pids: set = set()
     try:
         pids = fork_all([(_worker, (i, mode, socks[i % len(socks)], w)) for i in range(workers)])
-        _lines(r, workers, deadline)              # every worker is about to wait
+        reports.read(workers, deadline)           # every worker is about to wait
         t0 = time.perf_counter()
         for done in range(connections):
             _wait_asleep(pids, deadline)          # each connection meets all of them waiting
@@ -162,7 +150,7 @@ def measure(mode: str, workers: int, connections: int, timeout: float) -> dict:
         _wait_asleep(pids, deadline)              # the last losers' sleeps count too
         for pid in pids:
             os.kill(pid, signal.SIGUSR1)
-        rows = [json.loads(line) for line in _lines(r, workers, deadline)]
+        rows = [json.loads(line) for line in reports.read(workers, deadline)]
     finally:
         stop_children(pids)
         for fd in (r, w):
@@ -181,28 +169,15 @@ def _child_main() -> None:
 
 # -- in the caller: run that process, make tables, plot ---------------------------------------
 
-def python_child(code: str, spec: dict, **popen) -> subprocess.Popen:
-    """``python -c code spec`` in its own process group (killable as one), netlab importable."""
-    from ..lifecycle import _PKG_PARENT
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], env=env,
-                            start_new_session=True, **popen)
-
-
 def _run_child(spec: dict, timeout: float) -> dict:
-    proc = python_child("from netlab.experiments.herd import _child_main; _child_main()", spec,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=timeout + 10)
-    except BaseException:                         # too slow, or Ctrl-C: kill the whole group
-        os.killpg(proc.pid, signal.SIGKILL)       # (not reaped yet: the group id is still ours)
-        proc.communicate()
-        raise
+    code = "from netlab.experiments.herd import _child_main; _child_main()"
+    with Helper("herd", "-c", code, json.dumps(spec)).start() as child:
+        out = child.output(timeout + 10)
+        err = child.log()
     last = (out.decode().strip().splitlines() or ["{}"])[-1]
     result = json.loads(last) if last.startswith("{") else {}
     if "workers" not in result:
-        why = result.get("error") or err.decode().strip()[-500:]
+        why = result.get("error") or err.strip()[-500:]
         raise NetlabError(f"the herd experiment ({spec['mode']}) failed: {why}")
     return result
 
@@ -214,9 +189,8 @@ def run(mode: str, workers: int = 4, connections: int = 2000, timeout: float = 1
     import pandas as pd
     if mode not in MODES:
         raise NetlabError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-    for name, v, top in (("workers", workers, 256), ("connections", connections, 20000)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
-            raise NetlabError(f"{name} must be a whole number from 1 to {top}, not {v!r}")
+    whole("workers", workers, 1, 256)
+    whole("connections", connections, 1, 20000)
     why = unavailable(mode)
     attrs = dict(mode=mode, workers=workers, connections=connections, seconds=float("nan"),
                  available=not why, reason=why)

@@ -62,21 +62,18 @@ def parse(text: str) -> dict:
 
 
 def _start(target, wrap, serve_kwargs):
-    """A model (by name) via netlab.serve, or a peer (node, java) via netlab.external's Peer,
-    either way as the child of ``wrap``."""
+    """A model (by name) via netlab.serve, or a peer (node, java) from netlab.peers, either way
+    as the child of ``wrap``."""
     if target not in PEERS:
         from ..lifecycle import Server
         return Server(target, wrap=wrap, **serve_kwargs).start()
-    from .. import external
-    reason = dict((n, r) for n, _, r in external.available_peers()).get(target)
+    from .. import peers
+    reason = dict((n, r) for n, _, r in peers.available_peers()).get(target)
     if reason:
         raise NetlabError(reason)
     if serve_kwargs:
         raise NetlabError(f"the {target} peer takes no options, not {sorted(serve_kwargs)}")
-    argv = [shutil.which("node"), str(external.PEERS_DIR / "hello.mjs"), "0"] if target == "node" \
-        else [shutil.which("java"), "-cp", str(external._compile_java()), "NioServer", "0"]
-    return external.Peer(target, wrap + argv, port=0,
-                         announce=r"Listening on [\d.]+:(\d+)").start()
+    return peers.PEERS[target].factory(wrap=wrap)
 
 
 def _end_traced(srv) -> None:

@@ -3,7 +3,7 @@
 Each model is one small module with ``serve(listen, app, ...)``: it gets a bound, listening
 socket and the shared ``App`` and serves forever. Everything around that (creating the socket,
 announcing it, stopping, reaping, checking for leaks) is the same for all of them and lives in
-``netlab.lifecycle``.
+``netlab.lifecycle`` (the harness's side) and ``netlab.server_process`` (the server's).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ class NetlabError(Exception):
     def _render_traceback_(self):
         # IPython/Jupyter calls this instead of printing a traceback: show just the sentence
         return [f"{type(self).__name__}: {self}"]
+
+
+class ServerError(NetlabError):
+    """A server or peer could not start, or it died, or it left something behind."""
 
 
 # feature -> (present here?, why not when absent). Checked by attribute, never by a failed call.
@@ -62,7 +66,7 @@ class Model:
 
     @property
     def module(self):
-        """Its module: ``netlab/servers/<name>.py``, or ``<name>eventloop.py`` for the event loops
+        """Its module: ``netlab/servers/<name>.py``, or ``<name>_loop.py`` for the event loops
         whose names are standard modules (a file called select.py would shadow ``select``
         for anyone running Python inside that folder)."""
         return importlib.import_module(f"netlab.servers.{self.module_name}")

@@ -3,6 +3,11 @@
 Used by the models that fork (forking, preforked, reuseport) and by the event-loop models when
 ``workers > 1`` (N processes, each with its own loop, sharing one listening socket: nginx's
 classic layout).
+
+Stopping from the inside lives here too: ``stop_children`` and ``stop_own_group`` run in the
+server process, which cannot use ``netlab.supervisor`` (the harness's way, and the watchdog's):
+they signal their own children or group but must spare themselves, and reap with waitpid(), as
+only a parent can.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import signal
 import sys
 import time
+
+from ..supervisor import proc_group
 
 log = logging.getLogger("netlab.server")
 
@@ -137,3 +144,32 @@ def supervise(pids: set) -> None:
             raise SystemExit(1)
     finally:
         stop_children(pids)
+
+
+def stop_own_group(grace: float = 2.0) -> None:
+    """On the way out, take down whatever is left in our process group: netlab's models
+    have reaped their workers by now, but a student's server may have forked its own."""
+    if os.name != "posix":
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    me, group = os.getpid(), os.getpgrp()
+    if group != me:
+        return                      # not a group leader (the CLI in a shell's job): not ours
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass                # reap our own children as they go
+        except ChildProcessError:
+            pass
+        if not [p for p in proc_group(group) if p != me]:
+            return
+        time.sleep(0.01)
+    # whatever ignored SIGTERM (even a grandchild): SIGKILL, sparing ourselves
+    for pid in proc_group(group):
+        if pid != me:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

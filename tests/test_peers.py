@@ -1,4 +1,4 @@
-"""netlab.external: the wrk/ab adapters (on recorded outputs and live) and the real peers."""
+"""netlab.loadtools (the wrk/ab adapters, on recorded outputs and live) and netlab.peers."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import netlab
-from netlab import external
+import netlab.supervisor
+from netlab import loadtools, peers, sockets
 from netlab.http import HELLO
-from netlab.lifecycle import _proc_group
+from netlab.supervisor import proc_group
 from netlab.results import ERROR_KINDS, LoadResult
 
 from conftest import LINUX, port_listening
@@ -33,11 +34,11 @@ def needs(tool):
 
 
 def peer_params():
-    for name, spec in external.PEERS.items():
+    for name, spec in peers.PEERS.items():
         marks = [needs(spec.tool)] if spec.tool else []
         if name == "java":
             marks.append(pytest.mark.skipif(
-                shutil.which("javac") is None and external._java_classes() is None,
+                shutil.which("javac") is None and peers.java_classes() is None,
                 reason="javac is not installed"))
         yield pytest.param(name, marks=marks, id=name)
 
@@ -53,7 +54,7 @@ def nan(x):
 def gone(pgid, port, timeout=5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _proc_group(pgid) and not port_listening(port):
+        if not proc_group(pgid) and not port_listening(port):
             return True
         time.sleep(0.05)
     return False
@@ -64,7 +65,7 @@ def gone(pgid, port, timeout=5.0) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def test_parse_wrk_keepalive_with_latency_distribution():
-    r = external.parse_wrk(text("wrk-keepalive-latency.txt"))
+    r = loadtools.parse_wrk(text("wrk-keepalive-latency.txt"))
     assert isinstance(r, LoadResult)
     assert (r.tool, r.url, r.mode, r.concurrency) == ("wrk", "http://127.0.0.1:8181/",
                                                       "keepalive", 10)
@@ -80,7 +81,7 @@ def test_parse_wrk_keepalive_with_latency_distribution():
 
 
 def test_parse_wrk_close_without_latency_has_no_percentiles():
-    r = external.parse_wrk(text("wrk-close.txt"), mode="close")
+    r = loadtools.parse_wrk(text("wrk-close.txt"), mode="close")
     assert (r.mode, r.concurrency, r.client_cores) == ("close", 10, 2)
     assert r.requests == 11576 and r.error_count == 0
     assert r.rps == pytest.approx(5746.96)
@@ -89,7 +90,7 @@ def test_parse_wrk_close_without_latency_has_no_percentiles():
 
 
 def test_parse_wrk_errors_map_onto_netlab_kinds():
-    r = external.parse_wrk(text("wrk-errors.txt"))
+    r = loadtools.parse_wrk(text("wrk-errors.txt"))
     # 8340 completed, 2780 of them 404: those are bad_status, not requests
     assert r.requests == 8340 - 2780
     assert r.errors["bad_status"] == 2780
@@ -103,7 +104,7 @@ def test_parse_wrk_errors_map_onto_netlab_kinds():
 
 def test_parse_ab_keepalive_text_and_percentile_file():
     out = text("ab-keepalive.txt")
-    r = external.parse_ab(out)
+    r = loadtools.parse_ab(out)
     assert (r.tool, r.url, r.mode, r.concurrency) == ("ab", "http://127.0.0.1:8181/",
                                                       "keepalive", 10)
     assert r.requests == 1000 and r.error_count == 0
@@ -114,13 +115,13 @@ def test_parse_ab_keepalive_text_and_percentile_file():
     assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms) == (1.0, 1.0, 1.0, 1.0)
     assert nan(r.p999_ms)
     # the -e file refines them
-    r = external.parse_ab(out, percentiles_csv=text("ab-keepalive.csv"))
+    r = loadtools.parse_ab(out, percentiles_csv=text("ab-keepalive.csv"))
     assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms) == (0.595, 0.708, 1.107, 1.440)
     assert nan(r.p999_ms)
 
 
 def test_parse_ab_close():
-    r = external.parse_ab(text("ab-close.txt"))
+    r = loadtools.parse_ab(text("ab-close.txt"))
     assert r.mode == "close" and r.params["keepalive_requests"] is None
     assert r.requests == 500 and r.error_count == 0
     assert r.duration_s == pytest.approx(500 / 2725.97)
@@ -131,14 +132,14 @@ def test_parse_ab_close():
 def test_parse_ab_counts_each_failure_once():
     # 300 complete: 85 were 404s, 43 were reset; ab also counts those 128 as Length failures
     # and the resets again as Exceptions (see tests/data/README.md)
-    r = external.parse_ab(text("ab-errors.txt"))
+    r = loadtools.parse_ab(text("ab-errors.txt"))
     assert r.requests == 172
     assert r.errors == {"refused": 0, "reset": 43, "timeout": 0, "bad_status": 85,
                         "short_read": 0, "other": 0}
     assert r.params["ab_failed"]["length"] == 128
 
 
-@pytest.mark.parametrize("parse", [external.parse_wrk, external.parse_ab])
+@pytest.mark.parametrize("parse", [loadtools.parse_wrk, loadtools.parse_ab])
 def test_parsers_refuse_other_text(parse):
     with pytest.raises(netlab.NetlabError, match="not (wrk|ab)'s output"):
         parse("Hello from netlab!\n")
@@ -149,9 +150,9 @@ def test_parsers_refuse_other_text(parse):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call", [
-    lambda: external.wrk("http://10.1.2.3:80/"),
-    lambda: external.wrk("http://example.com/"),
-    lambda: external.ab("http://192.168.1.1/", requests=10),
+    lambda: loadtools.wrk("http://10.1.2.3:80/"),
+    lambda: loadtools.wrk("http://example.com/"),
+    lambda: loadtools.ab("http://192.168.1.1/", requests=10),
 ], ids=["wrk-ip", "wrk-name", "ab-ip"])
 def test_non_loopback_targets_are_refused(call):
     with pytest.raises(netlab.NetlabError, match="loopback targets only") as e:
@@ -170,7 +171,7 @@ def test_non_loopback_targets_are_refused(call):
 ])
 def test_wrk_bad_arguments_are_one_sentence(kwargs, match):
     with pytest.raises(netlab.NetlabError, match=match) as e:
-        external.wrk("http://127.0.0.1:9/", **kwargs)
+        loadtools.wrk("http://127.0.0.1:9/", **kwargs)
     assert "\n" not in str(e.value)
 
 
@@ -184,22 +185,22 @@ def test_wrk_bad_arguments_are_one_sentence(kwargs, match):
 ])
 def test_ab_bad_arguments_are_one_sentence(url, kwargs, match):
     with pytest.raises(netlab.NetlabError, match=match):
-        external.ab(url, **kwargs)
+        loadtools.ab(url, **kwargs)
 
 
 def test_missing_tools_say_how_to_install(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(netlab.NetlabError) as e:
-        external.wrk("http://127.0.0.1:9/")
+        loadtools.wrk("http://127.0.0.1:9/")
     assert str(e.value) == ("wrk is not installed: apt-get install wrk "
                             "(netlab.load.run measures without it)")
     with pytest.raises(netlab.NetlabError, match=r"^ab is not installed: apt-get install "
                        r"apache2-utils \(netlab.load.run measures without it\)$"):
-        external.ab("http://127.0.0.1:9/")
+        loadtools.ab("http://127.0.0.1:9/")
     for name, tool in (("nginx", "nginx"), ("node", "node"), ("java", "java")):
         with pytest.raises(netlab.NetlabError, match=rf"^{tool} is not installed: apt-get "):
-            external.PEERS[name].factory()
-    rows = {name: (ok, why) for name, ok, why in external.available_peers()}
+            peers.PEERS[name].factory()
+    rows = {name: (ok, why) for name, ok, why in peers.available_peers()}
     assert rows["http.server"] == (True, "")
     assert rows["nginx"] == (False, "nginx is not installed: apt-get install nginx")
     assert not rows["node"][0] and not rows["java"][0]
@@ -208,25 +209,31 @@ def test_missing_tools_say_how_to_install(monkeypatch):
 def test_missing_tool_on_path(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(netlab.NetlabError, match="^wrk is not installed"):
-        external.wrk("http://127.0.0.1:9/")
+        loadtools.wrk("http://127.0.0.1:9/")
 
 
 def test_peer_table():
-    assert set(external.PEERS) == {"nginx", "node", "java", "http.server"}
-    for name, (factory, tool, description) in external.PEERS.items():
+    assert set(peers.PEERS) == {"nginx", "node", "java", "http.server"}
+    for name, (factory, tool, description) in peers.PEERS.items():
         assert callable(factory) and description
         assert tool is None or tool in netlab.env.TOOLS
-    assert [row[0] for row in external.available_peers()] == list(external.PEERS)
+    assert [row[0] for row in peers.available_peers()] == list(peers.PEERS)
 
 
 def test_peer_files_are_package_data():
-    for name in ("hello.mjs", "NioServer.java", "nginx.conf.template", "wrk-report.lua",
-                 "watchdog.py"):
-        assert (external.PEERS_DIR / name).is_file()
+    for name in ("hello.mjs", "NioServer.java", "nginx.conf.template"):
+        assert (peers.PEERS_DIR / name).is_file()
+    assert loadtools.WRK_SCRIPT.is_file() and netlab.supervisor.WATCHDOG.is_file()
+    text = (Path(netlab.__file__).parent.parent / "pyproject.toml").read_text()
+    line = text.split("[tool.setuptools.package-data]", 1)[1].split("\n")[1]    # tomllib: 3.11
+    patterns = line.split("=", 1)[1].strip(" []").replace('"', "").split(", ")
+    for path in (loadtools.WRK_SCRIPT, peers.PEERS_DIR / "hello.mjs"):
+        rel = path.relative_to(Path(netlab.__file__).parent)
+        assert any(rel.match(p) for p in patterns), f"{rel} is not package data"
     # the peers answer with netlab's body, spelled out in their own language
     assert HELLO == b"Hello from netlab!\n"
-    assert "'Hello from netlab!\\n'" in (external.PEERS_DIR / "hello.mjs").read_text()
-    assert '"Hello from netlab!\\n"' in (external.PEERS_DIR / "NioServer.java").read_text()
+    assert "'Hello from netlab!\\n'" in (peers.PEERS_DIR / "hello.mjs").read_text()
+    assert '"Hello from netlab!\\n"' in (peers.PEERS_DIR / "NioServer.java").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,12 +242,12 @@ def test_peer_files_are_package_data():
 
 @pytest.mark.parametrize("name", list(peer_params()))
 def test_peer_serves_and_leaves_nothing(name):
-    with external.PEERS[name].factory() as srv:
+    with peers.PEERS[name].factory() as srv:
         assert srv.model == name and srv.alive
         assert srv.url == f"http://127.0.0.1:{srv.port}/" and srv.host == "127.0.0.1"
         reply = netlab.fetch(srv.url)
         assert reply.status == 200 and reply.body == HELLO
-        assert srv.pid in _proc_group(srv.pid)
+        assert srv.pid in proc_group(srv.pid)
         # /proc counts CPU in 10 ms ticks, and a fast nginx serves 1,000 connections in about
         # that: load it until the count moves
         before = srv.cpu_seconds()
@@ -251,14 +258,14 @@ def test_peer_serves_and_leaves_nothing(name):
         assert srv.cpu_seconds() > before, "10,000 requests later, the peer used no CPU"
         pid, port = srv.pid, srv.port
     assert not srv.alive
-    assert _proc_group(pid) == []
+    assert proc_group(pid) == []
     assert not port_listening(port)
     srv.stop()                      # twice is fine
 
 
 @pytest.mark.parametrize("name", list(peer_params()))
 def test_abandoned_peer_is_stopped(name):
-    srv = external.PEERS[name].factory()
+    srv = peers.PEERS[name].factory()
     pid, port = srv.pid, srv.port
     assert port_listening(port)
     del srv
@@ -268,8 +275,8 @@ def test_abandoned_peer_is_stopped(name):
 
 def test_peer_is_stopped_when_the_harness_dies():
     """A harness killed outright (no finalizers) still takes its peers down: the watchdog."""
-    code = ("import os, signal; from netlab import external\n"
-            "p = external.http_server()\n"
+    code = ("import os, signal; from netlab import peers\n"
+            "p = peers.http_server()\n"
             "print(p.pid, p.port, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -281,27 +288,27 @@ def test_peer_is_stopped_when_the_harness_dies():
 
 @needs("nginx")
 def test_nginx_workers_body_and_port():
-    with external.nginx(workers=2, body=5000) as srv:
-        assert len(_proc_group(srv.pid)) == 3           # master and two workers
+    with peers.nginx(workers=2, body=5000) as srv:
+        assert len(proc_group(srv.pid)) == 3           # master and two workers
         reply = netlab.fetch(srv.url, "/any/path")
         assert reply.status == 200 and reply.body == b"x" * 5000
-    with external.nginx(body='say "$1" \\ done\n') as srv:
+    with peers.nginx(body='say "$1" \\ done\n') as srv:
         assert netlab.fetch(srv.url).body == b'say "$1" \\ done\n'
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     try:
         with pytest.raises(netlab.NetlabError, match="already in use"):
-            external.nginx(port=busy.getsockname()[1])
+            peers.nginx(port=busy.getsockname()[1])
     finally:
         busy.close()
 
 
 @needs("java")
-@pytest.mark.skipif(shutil.which("javac") is None and external._java_classes() is None,
+@pytest.mark.skipif(shutil.which("javac") is None and peers.java_classes() is None,
                     reason="javac is not installed")
 def test_java_pipelining_partial_writes_and_close():
-    with external.java() as srv:
+    with peers.java() as srv:
         n = 3000                    # ~300 KB of answers: more than a socket buffer takes at once
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * n)
@@ -340,7 +347,7 @@ def test_wrk_against_netlab(epoll_server, keepalive):
     before = os.sched_getaffinity(0)
     cpus = [max(before)] if keepalive else None
     t0 = time.monotonic()
-    r = external.wrk(epoll_server.url, concurrency=10, duration=1, keepalive=keepalive,
+    r = loadtools.wrk(epoll_server.url, concurrency=10, duration=1, keepalive=keepalive,
                      cpus=cpus)
     check_clean(r, "wrk", "keepalive" if keepalive else "close", time.monotonic() - t0)
     assert r.duration_s >= 0.9                          # wrk ran for the -d it was given
@@ -351,9 +358,9 @@ def test_wrk_against_netlab(epoll_server, keepalive):
 
 @needs("wrk")
 def test_wrk_finds_nothing_listening():
-    port = external._free_port()
+    port = sockets.free_port()
     with pytest.raises(netlab.NetlabError, match="nothing listening"):
-        external.wrk(f"http://127.0.0.1:{port}/", duration=1)
+        loadtools.wrk(f"http://127.0.0.1:{port}/", duration=1)
 
 
 @needs("ab")
@@ -361,7 +368,7 @@ def test_wrk_finds_nothing_listening():
 def test_ab_against_netlab(epoll_server, keepalive):
     url = epoll_server.url.rstrip("/")                  # ab needs a path: the adapter adds it
     t0 = time.monotonic()
-    r = external.ab(url, requests=200, concurrency=10, keepalive=keepalive)
+    r = loadtools.ab(url, requests=200, concurrency=10, keepalive=keepalive)
     check_clean(r, "ab", "keepalive" if keepalive else "close", time.monotonic() - t0)
     assert r.requests == 200 and r.params["complete"] == 200      # ab's -n: a count, exactly
     assert r.params["keepalive_requests"] == (200 if keepalive else None)
@@ -370,6 +377,6 @@ def test_ab_against_netlab(epoll_server, keepalive):
 
 @needs("ab")
 def test_ab_finds_nothing_listening():
-    port = external._free_port()
+    port = sockets.free_port()
     with pytest.raises(netlab.NetlabError, match="nothing listening"):
-        external.ab(f"http://127.0.0.1:{port}/", requests=10)
+        loadtools.ab(f"http://127.0.0.1:{port}/", requests=10)

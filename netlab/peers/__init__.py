@@ -1,0 +1,116 @@
+"""Real servers run like netlab's models: nginx, Node.js, Java NIO and python -m http.server.
+
+Why peers: to compare netlab's models with real servers under the same load. The lesson is that
+the architecture matters more than the language. nginx (an epoll loop per worker process, in C),
+the course notes' Node.js server (one libuv loop, in JavaScript) and their Java NIO selector loop
+are the same design as netlab's ``epoll`` and ``reactor`` models, and they behave alike when the
+same clients load them. ``python -m http.server``, the notes' baseline (a thread per
+connection behind a listen backlog of 5), is there to show where the course starts.
+
+    from netlab import peers
+    with peers.nginx() as srv:                   # the same surface as netlab.serve(...)
+        print(srv.url, srv.cpu_seconds())
+
+One small module per peer sits next to its source or template file. Every peer is optional: a
+missing program is one sentence with its install command, and the rest of netlab runs without
+it. ``wrap=["strace", "-f", ...]`` runs a peer under a command prefix, as ``netlab.serve`` does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence
+
+from ..env import TOOLS
+from ..servers import ServerError
+from ..supervisor import Supervised
+
+PEERS_DIR = Path(__file__).resolve().parent
+STARTUP_TIMEOUT = 20.0
+
+
+class Peer(Supervised):
+    """A real server in its own process group: ``url``, ``host``, ``port``, ``pid``, ``alive``,
+    ``cpu_seconds()``, ``log()`` (stdout and stderr), ``stop()``; a context manager.
+
+    It runs in ``workdir`` (a temp folder of its own, removed once it is stopped). ``announce``
+    is a regex that finds the port in its log when it picked one itself (port 0); ``ready``
+    says when more than an accepting port is needed; ``retry_port`` gives another (port, argv)
+    when another program took the port first (nginx cannot bind port 0).
+    """
+
+    kind = "peer"
+
+    def __init__(self, model: str, argv: list, *, port: int, workers: int = 1,
+                 announce: Optional[str] = None, workdir: Optional[str] = None,
+                 env: Optional[dict] = None, wrap: Optional[Sequence[str]] = None,
+                 ready: Optional[Callable[["Peer"], bool]] = None,
+                 retry_port: Optional[Callable[[], tuple]] = None):
+        self.workdir = workdir or tempfile.mkdtemp(prefix=f"netlab-{model}-")
+        super().__init__(model, cleanup=[self.workdir])
+        self.workers = workers
+        self.port = port or None
+        self._argv, self._announce, self._env = argv, announce, env
+        self._wrap = list(wrap or ())
+        self._ready = ready
+        self._retry_port = retry_port
+
+    def start(self) -> "Peer":
+        attempts = 5 if self._retry_port else 1
+        for attempt in range(attempts):
+            try:
+                self._spawn(self._wrap + self._argv, cwd=self.workdir, env=self._env)
+                ready = self._ready and (lambda: self._ready(self))
+                self.wait_listening(STARTUP_TIMEOUT, self._announce, ready)
+                return self
+            except ServerError:
+                if attempt + 1 < attempts and "Address already in use" in self.log():
+                    self._end(timeout=3.0)     # another program took the port: pick again
+                    self._log.close()
+                    self.proc = None
+                    self.port, self._argv = self._retry_port()
+                    continue
+                self.stop(check=False)
+                raise
+            except BaseException:
+                self.stop(check=False)
+                raise
+        raise AssertionError("unreachable")
+
+
+from .http_server import http_server  # noqa: E402  (they build on Peer)
+from .java import java, java_classes  # noqa: E402
+from .nginx import nginx  # noqa: E402
+from .node import node  # noqa: E402
+
+
+class PeerSpec(NamedTuple):
+    factory: Callable[..., Peer]
+    tool: Optional[str]             # the program it needs on PATH (None: only Python)
+    description: str
+
+
+PEERS = {
+    "nginx": PeerSpec(nginx, "nginx", "nginx: a master and N worker processes, each an epoll "
+                      "loop, in C"),
+    "node": PeerSpec(node, "node", "the notes' Node.js hello world: one libuv event loop"),
+    "java": PeerSpec(java, "java", "the notes' Java NIO selector loop, one thread"),
+    "http.server": PeerSpec(http_server, None, "python -m http.server: a thread per connection, "
+                            "listen backlog 5"),
+}
+
+
+def available_peers() -> list:
+    """[(name, available, reason)] for every peer; the reason says how to install what is
+    missing ('' when it runs here)."""
+    rows = []
+    for name, spec in PEERS.items():
+        reason = ""
+        if spec.tool and shutil.which(spec.tool) is None:
+            reason = f"{spec.tool} is not installed: {TOOLS[spec.tool][1]}"
+        elif name == "java" and shutil.which("javac") is None and java_classes() is None:
+            reason = f"javac is not installed (needed once, to compile): {TOOLS['java'][1]}"
+        rows.append((name, not reason, reason))
+    return rows
