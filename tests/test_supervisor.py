@@ -86,6 +86,7 @@ def test_the_watchdog_stops_the_group_of_a_harness_that_was_killed():
             "print(h.pid, flush=True); time.sleep(120)\n")
     owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              env=supervisor.python_env(), start_new_session=True)
+    pgid = None
     try:
         pgid = int(owner.stdout.readline())
         assert wait_until(lambda: len(proc_group(pgid)) == 2, timeout=30)
@@ -98,6 +99,8 @@ def test_the_watchdog_stops_the_group_of_a_harness_that_was_killed():
         if owner.poll() is None:
             owner.kill()
             owner.wait()
+        if pgid and proc_group(pgid):              # the test failed: do not leak the group
+            os.killpg(pgid, signal.SIGKILL)
     assert wait_until(lambda: not [p for p in psutil.process_iter(["cmdline"])
                                    if str(pgid) in (p.info["cmdline"] or [])
                                    and "watchdog.py" in " ".join(p.info["cmdline"] or [])],
