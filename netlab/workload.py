@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from . import http
+from .arguments import whole
 from .servers import NetlabError
 
 
@@ -41,11 +42,8 @@ class Workload:
         if self.backend_ms > MAX_BACKEND_MS or self.cpu_us > MAX_CPU_US:
             raise WorkloadError(f"backend_ms must be at most {MAX_BACKEND_MS} and cpu_us at "
                                 f"most {MAX_CPU_US}")
-        if self.body_bytes is not None and not (isinstance(self.body_bytes, int) and
-                                                not isinstance(self.body_bytes, bool) and
-                                                0 <= self.body_bytes <= http.MAX_BYTES_ROUTE):
-            raise WorkloadError(f"body_bytes must be a whole number from 0 to "
-                                f"{http.MAX_BYTES_ROUTE}")
+        if self.body_bytes is not None:
+            whole("body_bytes", self.body_bytes, 0, http.MAX_BYTES_ROUTE, error=WorkloadError)
 
     def as_dict(self) -> dict:
         return asdict(self)

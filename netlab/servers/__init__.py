@@ -102,8 +102,8 @@ class Model:
                 raise NetlabError(f"the {self.name} model has no workers option: "
                                   "it always runs as one process")
             return 1
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
-            raise NetlabError("workers must be a whole number from 1 to 1024")
+        from ..arguments import whole       # (it imports NetlabError from here)
+        whole("workers", workers, 1, 1024)
         if workers > 1 and self.workers == "processes" and not FEATURES["fork"][0]:
             raise NetlabError(f"workers > 1 {FEATURES['fork'][1]}")
         return workers
