@@ -137,11 +137,21 @@ def models_table():
 
 
 def setup() -> dict:
-    """The first call of every notebook: one line on the machine and the mode, then go."""
+    """The first call of every notebook: one line on the machine and the mode, then go.
+
+    It raises this process's soft open-file limit to the hard one first: a laptop's default
+    soft limit (1024 on most Linux desktops, 256 on macOS) stops a notebook that opens a few
+    thousand sockets, while the hard limit, which we may raise to without privileges, does not.
+    """
+    before = (fd_limit() or (0, 0))[0]
+    raise_fd_limit()
     m = machine()
     mode = "quick (small sizes, for CI)" if m["quick_mode"] else "class (full sizes)"
     print(f"netlab {m['netlab']} · Python {m['python']} · {m['system']} {m['kernel']} · "
           f"{m['cpus']} cores · {m['memory_gib']} GiB · fd limit {m['fd_limit']} · mode: {mode}")
+    if before and m["fd_limit"] and m["fd_limit"] > before:
+        print(f"raised this process's open-file limit from {before:,} to {m['fd_limit']:,} "
+              "(its hard limit)")
     missing = [mod.name for mod in MODELS if not mod.available]
     if missing:
         print(f"unavailable here: {', '.join(missing)} (see netlab.env.models_table() for why)")
