@@ -26,15 +26,46 @@ def good_server(listen_sock, app):
 
 def raises_on_bad_input(listen_sock, app):
     """Serves good requests (a thread each) but dies, with a traceback, on the first request that
-    does not start with GET: the student's parser bug that "stays up" is there to catch."""
+    does not start with GET: the student's parser bug that "stays up" is there to catch. (It
+    peeks in the connection's thread: peeking in the accept loop would wait on a silent client.)"""
+    import os
     import socket
     import threading
-    while True:
-        conn, _ = listen_sock.accept()
+    import traceback
+
+    def serve(conn):
         first = conn.recv(65536, socket.MSG_PEEK)
         if first and not first.startswith(b"GET "):
-            raise ValueError(f"my parser cannot handle {first[:8]!r}")
-        threading.Thread(target=netlab.handle_connection, args=(conn, app), daemon=True).start()
+            try:
+                raise ValueError(f"my parser cannot handle {first[:8]!r}")
+            except ValueError:
+                traceback.print_exc()
+                os._exit(1)                 # the whole server dies, as a crash in main would
+        netlab.handle_connection(conn, app)
+
+    while True:
+        conn, _ = listen_sock.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def one_recv_server(listen_sock, app):
+    """Iterative, and it answers whatever one recv() returns: half a request gets a 400 at
+    once, so only a client that sends nothing at all can show that it serves one at a time."""
+    while True:
+        conn, _ = listen_sock.accept()
+        requests = app.new_parser().feed(conn.recv(4096))
+        conn.sendall(b"".join(map(app.respond, requests)) or
+                     http.response(400, b"incomplete\n", keep_alive=False))
+        conn.close()
+
+
+def test_a_silent_client_catches_a_server_that_reads_once():
+    report = netlab.check(one_recv_server, concurrency=())
+    by_name = {r["promise"]: r for r in report.rows}
+    assert by_name["correct answers"]["passed"], str(report)
+    assert not by_name["a stalled client does not block others"]["passed"], str(report)
+    assert "one connection at a time" in by_name["a stalled client does not block others"][
+        "detail"]
 
 
 def test_a_good_model_keeps_every_promise_and_is_measured(monkeypatch):
