@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from netlab.servers import connection, session
+from netlab.servers import connection, eventloop, reactor, session
 from netlab.workload import App, Workload
 
 GET = b"GET /bytes/%d HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -199,3 +199,10 @@ def test_a_reset_closes_once():
         c.on_readable()
     assert c.closed and c.forgotten == 1 and server.fileno() == -1
 
+
+def test_both_loops_drive_connections_with_it():
+    assert issubclass(eventloop.Conn, connection.Connection)
+    assert issubclass(eventloop.EdgeConn, eventloop.Conn) and eventloop.EdgeConn.edge
+    assert issubclass(reactor.HttpHandler, connection.Connection)
+    assert (eventloop.Conn.READ, eventloop.Conn.WRITE) == (eventloop.READ, eventloop.WRITE)
+    assert (reactor.HttpHandler.READ, reactor.HttpHandler.WRITE) == (reactor.READ, reactor.WRITE)
