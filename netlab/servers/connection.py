@@ -17,8 +17,9 @@ from .session import Session
 class Connection:
     """Drives one ``Session`` on a non-blocking socket, for a loop that reports readiness.
 
-    The loop calls ``on_readable`` and ``flush`` when the socket is ready, and provides two
-    things: ``want(events)`` (change the interest registered) and ``forget()`` (unregister).
+    The loop calls ``on_readable`` (or reads itself and calls ``received``) and ``flush`` when
+    the socket is ready, and provides two things: ``want(events)`` (change the interest
+    registered) and ``forget()`` (unregister).
 
     One backpressure policy: ``flush`` sends, and answers requests held back by MAX_OUT as the
     kernel takes bytes, until everything is sent or the kernel's buffer is full; WRITE is watched
