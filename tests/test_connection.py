@@ -198,6 +198,8 @@ def test_a_reset_closes_once():
     if not c.closed:
         c.on_readable()
     assert c.closed and c.forgotten == 1 and server.fileno() == -1
+    c.backend_done()                       # a timer that fires late finds it closed
+    assert c.forgotten == 1
 
 
 def test_both_loops_drive_connections_with_it():
