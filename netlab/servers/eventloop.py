@@ -2,8 +2,9 @@
 
 Those three differ in one thing only: how they ask the kernel which sockets are ready. So they
 override four methods (``register``, ``modify``, ``unregister``, ``wait``) and this class does
-the rest: accept, read what is ready, hand it to the connection's ``Session``, write what is
-pending, run backend timers. One thread, no blocking call except the wait itself.
+the rest: accept, find each ready fd's connection, let its driver (``connection.py``, shared with
+the reactor) read, answer and write, and run backend timers. One thread, no blocking call except
+the wait itself.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import socket
 
-from .blocking import accept_waiting, close as close_socket
-from .session import Session, Timers
+from .blocking import accept_waiting
+from .connection import Connection
+from .session import Timers
 
 log = logging.getLogger("netlab.server")
 
@@ -22,17 +24,42 @@ READ, WRITE, ERROR, HANGUP, INVALID = 1, 4, 8, 16, 32
 GONE = ERROR | HANGUP | INVALID
 
 
-class Conn:
-    __slots__ = ("sock", "fd", "session", "events", "closed", "more")
+class Conn(Connection):
+    """One connection of the loop: the shared driver, kept in ``loop.conns`` by its fd."""
+    __slots__ = ("loop", "fd", "more")
+    READ, WRITE = READ, WRITE       # poll()'s bits, not selectors'
 
-    def __init__(self, sock, session):
-        self.sock, self.fd, self.session = sock, sock.fileno(), session
-        self.events = READ       # interest currently registered
-        self.closed = False
+    def __init__(self, loop, sock):
+        super().__init__(sock, loop.app, loop.timers)
+        self.loop, self.fd = loop, sock.fileno()
         self.more = False        # edge-triggered: bytes may be unread with no event to come
+
+    def want(self, events):
+        self.loop.modify(self.fd, events)
+
+    def forget(self):
+        del self.loop.conns[self.fd]
+        self.loop.unregister(self.fd)
+
+
+class EdgeConn(Conn):
+    """Edge-triggered: registered once for READ|WRITE; the driver writes until EAGAIN."""
+    __slots__ = ()
+    edge = True
+
+    def backend_done(self):
+        # not just a flush: sending may make room to read what backpressure left unread
+        if not self.closed:
+            self.schedule(self.session.backend_done())
+            self.loop._service_edge(self)
 
 
 class EventLoop:
+    """A readiness loop: wait, then dispatch each ready fd to its connection's driver.
+
+    A subclass supplies the mechanism (``register``, ``modify``, ``unregister``, ``wait``);
+    what a connection does when ready is ``Connection``'s, shared with the reactor model.
+    """
     edge = False            # edge-triggered: interest registered once, read/write until EAGAIN
     fd_limit = None         # select() cannot watch fds >= FD_SETSIZE
 
@@ -44,19 +71,32 @@ class EventLoop:
         self.timers = Timers()
 
     # --- the four methods a mechanism provides -------------------------------------------
-    def register(self, fd: int, events: int) -> None: raise NotImplementedError
-    def modify(self, fd: int, events: int) -> None: raise NotImplementedError
-    def unregister(self, fd: int) -> None: raise NotImplementedError
-    def wait(self, timeout):  # -> list of (fd, READ|WRITE|GONE bits)
+    def register(self, fd: int, events: int) -> None:
+        """Start watching ``fd`` for ``events`` (READ|WRITE bits)."""
+        raise NotImplementedError
+
+    def modify(self, fd: int, events: int) -> None:
+        """Change what ``fd`` is watched for."""
+        raise NotImplementedError
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd``."""
+        raise NotImplementedError
+
+    def wait(self, timeout):
+        """Block until some fd is ready or ``timeout`` s pass (None: no limit); return a list
+        of (fd, READ|WRITE|GONE bits)."""
         raise NotImplementedError
 
     def close(self) -> None:
+        """Close every connection (the loop has ended)."""
         for c in list(self.conns.values()):
             c.sock.close()
         self.conns.clear()
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
+        """Serve forever: wait, dispatch by fd, run the timers that are due."""
         self.register(self.lfd, READ)
         try:
             while True:
@@ -68,14 +108,14 @@ class EventLoop:
                     if c is None:
                         continue
                     if not mask & READ and mask & GONE:    # gone, nothing left to read
-                        self._close(c)
+                        c.close()
                     elif self.edge:
                         self._service_edge(c)
                     else:
                         if mask & READ:             # data, EOF, or a reset to discover
-                            self._on_readable(c)
+                            c.on_readable()
                         if mask & WRITE and not c.closed:
-                            self._flush(c)
+                            c.flush()
                 self.timers.run_due()
         finally:
             self.close()
@@ -90,20 +130,9 @@ class EventLoop:
                 warn_fd_setsize(sock.fileno())
                 sock.close()
                 continue
-            sock.setblocking(False)
-            c = Conn(sock, Session(self.app))
+            c = (EdgeConn if self.edge else Conn)(self, sock)
             self.conns[c.fd] = c
             self.register(c.fd, (READ | WRITE) if self.edge else READ)
-
-    def _on_readable(self, c: Conn) -> None:
-        try:                                # level-triggered: one read; if more is waiting,
-            data = c.sock.recv(65536)       # the next wait() reports this socket again
-        except BlockingIOError:
-            return
-        except OSError:                     # reset by the client
-            return self._close(c)
-        self._received(c, data)
-        self._flush(c)
 
     def _service_edge(self, c: Conn) -> None:
         """Edge-triggered: an event only says that something changed, so do all that can be
@@ -121,63 +150,14 @@ class EventLoop:
                     c.more = False
                     break
                 except OSError:
-                    return self._close(c)
-                self._received(c, data)
+                    return c.close()
+                c.received(data)
                 if not data:
                     c.more = False
                     break
-            self._flush(c)
+            c.flush()
             if c.closed or not (c.more and s.wants_read):
                 return
-
-    def _received(self, c: Conn, data: bytes) -> None:
-        if not data:                        # EOF: answer what was asked, then close
-            c.session.peer_closed()
-            return
-        self._schedule(c, c.session.received(data))
-
-    def _schedule(self, c: Conn, delay) -> None:
-        if delay is not None:               # the head request waits on the backend
-            self.timers.call_later(delay, self._backend_done, c)
-
-    def _backend_done(self, c: Conn) -> None:
-        if c.closed:
-            return
-        self._schedule(c, c.session.backend_done())
-        if self.edge:
-            self._service_edge(c)
-        else:
-            self._flush(c)
-
-    def _flush(self, c: Conn) -> None:
-        s = c.session
-        while True:
-            if s.can_produce:               # room again: answer requests held back
-                self._schedule(c, s.resume())
-            if not s.out:
-                break
-            try:
-                n = c.sock.send(s.out)
-            except BlockingIOError:
-                break
-            except OSError:
-                return self._close(c)
-            del s.out[:n]
-            if s.out and not self.edge:     # partial write: wait for WRITE readiness
-                break
-        if s.closing and s.finished:
-            return self._close(c, drain=s.drain)
-        if not self.edge:
-            want = (READ if s.wants_read else 0) | (WRITE if s.out else 0)
-            if want != c.events:
-                self.modify(c.fd, want)
-                c.events = want
-
-    def _close(self, c: Conn, drain: bool = False) -> None:
-        c.closed = True
-        del self.conns[c.fd]
-        self.unregister(c.fd)
-        close_socket(c.sock, drain)
 
 
 _setsize_warned = False

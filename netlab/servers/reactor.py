@@ -7,8 +7,9 @@ registered socket carries the event handler to call when it is ready: the Reacto
 
 import selectors
 
-from .blocking import accept_waiting, close as close_socket
-from .session import Session, Timers
+from .blocking import accept_waiting
+from .connection import Connection
+from .session import Timers
 from .forks import run_workers
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -33,6 +34,7 @@ class Reactor:
             self.selector.register(sock, events, handler)
 
     def run(self):
+        """Serve forever: wait, call each ready socket's handler, run the timers that are due."""
         while True:
             for key, mask in self.selector.select(self.timers.timeout()):
                 key.data(mask)                 # dispatch: the handler is the key's data
@@ -48,6 +50,7 @@ class Acceptor:
         reactor.want(listen, READ, self.on_event)
 
     def on_event(self, mask):
+        """The listener is readable: accept the connections waiting (pause when out of fds)."""
         socks, out_of_fds = accept_waiting(self.listen)
         if out_of_fds:                       # pause accepting for 100 ms
             self.reactor.want(self.listen, 0, None)
@@ -57,67 +60,28 @@ class Acceptor:
             HttpHandler(self.reactor, sock, self.app)
 
 
-class HttpHandler:
-    """Event handler of one connection; the Session holds its protocol state."""
+class HttpHandler(Connection):
+    """Event handler of one connection: the shared connection driver (``connection.py``), which
+    reads, answers through the Session and writes; this class routes the reactor to it."""
+    __slots__ = ("reactor",)
 
     def __init__(self, reactor, sock, app):
-        self.reactor, self.sock, self.session = reactor, sock, Session(app)
-        self.events, self.closed = READ, False
-        sock.setblocking(False)
+        super().__init__(sock, app, reactor.timers)
+        self.reactor = reactor
         reactor.want(sock, READ, self.on_event)
 
     def on_event(self, mask):
+        """Ready: read (one recv), then send what is pending."""
         if mask & READ:
             self.on_readable()
         if mask & WRITE and not self.closed:
-            self.on_writable()
+            self.flush()
 
-    def on_readable(self):
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            return self.close()
-        if not data:
-            self.session.peer_closed()
-        else:
-            self.schedule(self.session.received(data))
-        self.on_writable()
+    def want(self, events):
+        self.reactor.want(self.sock, events, self.on_event)
 
-    def on_backend_done(self):
-        if self.closed:
-            return
-        self.schedule(self.session.backend_done())
-        self.on_writable()
-
-    def schedule(self, delay):
-        if delay is not None:               # the head request waits on the backend
-            self.reactor.timers.call_later(delay, self.on_backend_done)
-
-    def on_writable(self):
-        s = self.session
-        if s.can_produce:                   # room again: answer requests held back
-            self.schedule(s.resume())
-        if s.out:
-            try:
-                del s.out[:self.sock.send(s.out)]
-            except BlockingIOError:
-                pass
-            except OSError:
-                return self.close()
-        if s.finished:
-            return self.close(s.drain)
-        # WRITE also while answers wait to be produced: the next writable event produces them
-        want = (READ if s.wants_read else 0) | (WRITE if s.out or s.can_produce else 0)
-        if want != self.events:
-            self.reactor.want(self.sock, want, self.on_event)
-            self.events = want
-
-    def close(self, drain=False):
-        self.closed = True
+    def forget(self):
         self.reactor.want(self.sock, 0, None)
-        close_socket(self.sock, drain)
 
 
 def _run(listen, app):

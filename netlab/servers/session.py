@@ -19,6 +19,12 @@ MAX_OUT = 256 * 1024         # unsent response bytes held before we stop reading
 
 
 class Session:
+    """One connection's protocol state, with no I/O: bytes in, response bytes out, in order.
+
+    Sans-I/O so that every event loop drives it the same way (``connection.py``), and so that
+    it tells the loop what to do instead of doing it: how long to wait on the backend, whether
+    to keep reading (``wants_read``), when the connection is done (``finished``).
+    """
     __slots__ = ("app", "parser", "queue", "out", "waiting", "ready", "closing", "drain")
 
     def __init__(self, app):
@@ -52,6 +58,7 @@ class Session:
 
     @property
     def can_produce(self) -> bool:
+        """Queued answers could be built now (no backend wait, output below MAX_OUT)."""
         return bool(self.queue) and not self.waiting and len(self.out) < MAX_OUT
 
     def _advance(self) -> Optional[float]:
@@ -73,21 +80,25 @@ class Session:
 
     @property
     def wants_read(self) -> bool:
+        """Reading more is useful: not closing, and below both limits (else: backpressure)."""
         return not self.closing and len(self.queue) < MAX_QUEUED and len(self.out) < MAX_OUT
 
     @property
     def finished(self) -> bool:
+        """Closing, and everything owed was answered and handed to the kernel: close now."""
         return self.closing and not self.queue and not self.out and not self.waiting
 
 
 class Timers:
-    """A heap of (deadline, callback): the loop asks how long it may sleep, then runs what is due."""
+    """A heap of (deadline, callback): the loop asks how long it may sleep, then runs what is
+    due. One heap for every connection's backend waits: a wait costs an entry, not a thread."""
 
     def __init__(self):
         self._heap = []
         self._seq = itertools.count()     # ties: first scheduled, first run
 
     def call_later(self, delay: float, fn, *args) -> None:
+        """Call ``fn(*args)`` from the loop once ``delay`` seconds have passed."""
         heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn, args))
 
     def timeout(self) -> Optional[float]:
@@ -97,6 +108,7 @@ class Timers:
         return max(0.0, self._heap[0][0] - time.monotonic())
 
     def run_due(self) -> None:
+        """Run the callbacks whose deadline has passed, earliest first."""
         now = time.monotonic()
         while self._heap and self._heap[0][0] <= now:
             _, _, fn, args = heapq.heappop(self._heap)
