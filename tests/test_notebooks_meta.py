@@ -55,6 +55,16 @@ def test_student_copies_hold_no_solution(path):
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
 
 
+@pytest.mark.parametrize("path", STUDENTS, ids=[p.name for p in STUDENTS])
+def test_student_copies_hold_no_outputs(path):
+    """The student predicts first: a copy that shows the solution run's numbers spoils that."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
+    assert "widgets" not in nb.get("metadata", {})
+
+
 def test_the_generator_keeps_the_scaffold_and_removes_the_answer():
     nb = {"cells": [
         {"cell_type": "code", "metadata": {}, "execution_count": 3, "outputs": [{"x": 1}],
@@ -79,6 +89,6 @@ def test_the_generator_keeps_the_scaffold_and_removes_the_answer():
     assert "".join(c1["source"]) == student_copies.TODO
     assert c2["outputs"] == [] and "".join(c2["source"]) == "assert answer == 42"
     assert "".join(md["source"]) == "Why?\nNext."
-    assert c4["outputs"] == [{"y": 2}]
+    assert c4["outputs"] == [] and c4["execution_count"] is None    # no answer before a guess
     with pytest.raises(ValueError):
         student_copies._strip_code(["### BEGIN SOLUTION", "x"])

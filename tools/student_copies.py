@@ -9,8 +9,9 @@ those. This script writes notebooks/NN-*.ipynb for students:
 - a code cell tagged ``solution`` becomes just that line;
 - in a markdown cell, text between ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->``
   is dropped (a written answer);
-- outputs of changed cells and of cells tagged ``check`` are cleared (a check's "correct!" from
-  the solution run would mislead), everything else keeps the real run's outputs.
+- every output is cleared, and every execution count: a student predicts before each
+  measurement, and a copy that shipped the solution run's numbers (or a check's "correct!")
+  would answer the question before it is asked. The widgets' saved state goes too.
 
     python tools/student_copies.py            # write the student copies
     python tools/student_copies.py notebooks/solutions/03-*.ipynb    # only these
@@ -79,9 +80,9 @@ def student_copy(nb: dict) -> dict:
             lines, changed = _strip_code(_lines(cell["source"]))
         if changed:
             cell["source"] = _source(lines)
-        if changed or "check" in tags:
-            cell["outputs"] = []
-            cell["execution_count"] = None
+        cell["outputs"] = []
+        cell["execution_count"] = None
+    nb.get("metadata", {}).pop("widgets", None)
     return nb
 
 
