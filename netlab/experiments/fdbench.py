@@ -42,7 +42,7 @@ ONE = (1).to_bytes(8, sys.byteorder)         # an eventfd takes an 8-byte count;
 
 # --- the worker: one point, in its own process ----------------------------------------------
 
-def _loop(poller, readers, order, ops, timeout):
+def wait_loop(poller, readers, order, ops, timeout):
     """The measured operation, ``ops`` times: make one fd ready, wait for it, consume it."""
     write, read = os.write, os.read
     if poller is None:                       # select(): the whole fd list goes in on every call
@@ -114,12 +114,12 @@ def _worker(mechanism, fds, budget):
         while spent < max(budget / 10, 0.01):
             ops *= 2
             t = time.process_time()
-            _loop(poller, readers, order, ops, timeout)
+            wait_loop(poller, readers, order, ops, timeout)
             spent = time.process_time() - t
         ops = max(20, int(budget / (spent / ops)))
         gc.disable()
         r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        _loop(poller, readers, order, ops, timeout)
+        wait_loop(poller, readers, order, ops, timeout)
         r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         return dict(status="measured", ops=ops, user_s=r1.ru_utime - r0.ru_utime,
                     sys_s=r1.ru_stime - r0.ru_stime, wall_s=w1 - w0,
