@@ -19,7 +19,7 @@ from .servers import MODELS, Model, NetlabError  # noqa: E402
 from .servers import get as model  # noqa: E402
 from .servers.blocking import handle_connection  # noqa: E402
 from .workload import App, Workload, WorkloadError  # noqa: E402
-from . import load, plots, results  # noqa: E402
+from . import load, plots, results, timeline  # noqa: E402
 from .check import check  # noqa: E402
 from .harness import measure, sweep  # noqa: E402
 from .monitor import Monitor  # noqa: E402
@@ -46,4 +46,5 @@ def source(obj):
 __all__ = ["App", "Model", "Monitor", "NetlabError", "Reply", "Server", "ServerError", "Workload",
            "WorkloadError", "check", "fetch", "handle_connection", "load", "measure",
            "model", "models", "plots", "quick_mode", "results", "serve", "setup", "source", "sweep",
+           "timeline",
            "__version__"]

@@ -2,6 +2,7 @@
 
     python -m netlab models [--json]
     python -m netlab serve MODEL [--host H] [--port P] [--workers N] [--backend-ms D] [--cpu-us U]
+                                 [--trace]
     python -m netlab load URL -c C (-n N | -d SECONDS) [--keepalive] [--slow K] [--idle K] [--json]
     python -m netlab sweep MODEL... --concurrency 1,10,100 [--backend-ms D] [--json]
     python -m netlab peers [-c C] [-d SECONDS] [--json]
@@ -78,7 +79,7 @@ def cmd_serve(args) -> int:
                         format="%(asctime)s netlab[%(process)d] %(levelname)s %(message)s")
     spec = dict(target=model.name, host=args.host, port=args.port, workers=args.workers,
                 workload=dict(backend_ms=args.backend_ms, cpu_us=args.cpu_us,
-                              body_bytes=args.body_bytes),
+                              body_bytes=args.body_bytes, trace=args.trace),
                 options=options)
     try:
         Workload(**spec["workload"])
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend-ms", type=float, default=0.0, help="simulated backend wait per request")
     s.add_argument("--cpu-us", type=float, default=0.0, help="CPU work per request (microseconds)")
     s.add_argument("--body-bytes", type=int, help="size of the body of GET /")
+    s.add_argument("--trace", action="store_true",
+                   help="stamp each answer with the pid and thread that produced it, and when "
+                        "(header X-Netlab-Trace; see netlab.timeline)")
     s.add_argument("--edge", action="store_true", help="epoll/reuseport: edge-triggered")
     s.add_argument("--exclusive", action="store_true", help="epoll with workers: EPOLLEXCLUSIVE")
     s.add_argument("--no-lock", action="store_true", help="prethreaded: no mutex around accept()")

@@ -43,6 +43,7 @@ class Request:
     keep_alive: bool = True
     error: int = 0
     detail: str = ""
+    received: float = 0.0     # when the parser completed it (time.monotonic), if traced
 
 
 def _bad(status: int, detail: str) -> Request:

@@ -52,7 +52,7 @@ class Server(Supervised):
 
     def __init__(self, target: Union[str, Callable] = "epoll", *, host: str = "127.0.0.1",
                  port: int = 0, workers: Optional[int] = None, backend_ms: float = 0,
-                 cpu_us: float = 0, body_bytes: Optional[int] = None,
+                 cpu_us: float = 0, body_bytes: Optional[int] = None, trace: bool = False,
                  startup_timeout: float = 15.0, wrap: Optional[Sequence[str]] = None,
                  **options):
         if callable(target):
@@ -65,7 +65,7 @@ class Server(Supervised):
             name = model.name
         super().__init__(name)
         try:
-            workload = Workload(backend_ms, cpu_us, body_bytes)
+            workload = Workload(backend_ms, cpu_us, body_bytes, trace)
         except (ValueError, TypeError) as e:
             raise ServerError(str(e)) from None
         check_port(port)
@@ -181,6 +181,7 @@ def serve(target: Union[str, Callable] = "epoll", **kwargs) -> Server:
     """Start a server model (by name) or your own ``fn(listen_sock, app)``; returns a Server.
 
     Keyword arguments: host ("127.0.0.1"), port (0: any free port), workers, backend_ms,
-    cpu_us, body_bytes, and the model's own options (e.g. ``edge=True`` for epoll).
+    cpu_us, body_bytes, trace (stamp each answer with the process and thread that produced it,
+    for ``netlab.timeline``), and the model's own options (e.g. ``edge=True`` for epoll).
     """
     return Server(target, **kwargs).start()

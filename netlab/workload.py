@@ -11,6 +11,8 @@ Three knobs make a trivial handler resemble real work, which is where server mod
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -33,6 +35,7 @@ class Workload:
     backend_ms: float = 0.0
     cpu_us: float = 0.0
     body_bytes: Optional[int] = None
+    trace: bool = False          # stamp every answer with who produced it, and when
 
     def __post_init__(self):
         # isfinite too: NaN passes "< 0" and then crashes the handler (int(nan)) or sleep()
@@ -44,6 +47,8 @@ class Workload:
                                 f"most {MAX_CPU_US}")
         if self.body_bytes is not None:
             whole("body_bytes", self.body_bytes, 0, http.MAX_BYTES_ROUTE, error=WorkloadError)
+        if not isinstance(self.trace, bool):
+            raise WorkloadError(f"trace must be True or False, not {self.trace!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,9 +124,18 @@ class App:
             calibrate()
 
     def new_parser(self) -> http.RequestParser:
-        return http.RequestParser()
+        return _TracingParser() if self.workload.trace else http.RequestParser()
 
     def respond(self, req: http.Request) -> bytes:
+        """The full response to one request; traced, it carries an X-Netlab-Trace header."""
+        if not self.workload.trace:
+            return self._respond(req)
+        head, blank, body = self._respond(req).partition(b"\r\n\r\n")
+        stamp = (f"\r\n{TRACE_HEADER}: pid={os.getpid()} tid={threading.get_native_id()} "
+                 f"start={req.received:.6f} end={time.monotonic():.6f}")
+        return head + stamp.encode() + blank + body
+
+    def _respond(self, req: http.Request) -> bytes:
         """The full response to one request (does the request's CPU work first).
 
         The routes: ``GET /`` answers a short greeting, or ``body_bytes`` bytes when the
@@ -149,3 +163,20 @@ class App:
                                      head_only=head)
             return http.response(200, b"x" * n, ka, head_only=head)
         return http.response(404, b"try / or /bytes/N\n", ka, head_only=head)
+
+
+TRACE_HEADER = "X-Netlab-Trace"
+
+
+class _TracingParser(http.RequestParser):
+    """Stamps each request with the moment it was complete: where the server's work on it
+    starts (a blocking model reads it when it gets to it; an event loop, as soon as it comes)."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> list:
+        requests = super().feed(data)
+        now = time.monotonic()
+        for req in requests:
+            req.received = now
+        return requests

@@ -88,6 +88,15 @@ def test_serve_prints_the_listening_line_and_stops_cleanly(cli_server, model, ex
     _stopped_cleanly(p, port)
 
 
+def test_serve_trace_stamps_the_answers(cli_server):
+    p, port = cli_server("threaded", "--port", "0", "--trace")
+    status, headers, _ = get(port)
+    fields = dict(f.split("=") for f in headers["x-netlab-trace"].split())
+    assert status == 200 and int(fields["pid"]) == p.pid != int(fields["tid"])   # a thread
+    os.kill(p.pid, signal.SIGTERM)
+    _stopped_cleanly(p, port)
+
+
 @pytest.mark.parametrize("args,message", [
     (["serve", "nope"], "unknown model 'nope'"),
     (["serve", "iterative", "--workers", "2"], "no workers option"),
