@@ -101,7 +101,8 @@ def stalled_client(srv) -> str:
     # two kinds of stall: a client that connects and sends nothing, and one that sends half a
     # request. Half a request alone would pass a server that answers whatever one recv()
     # returns; the silent one blocks that recv() for good.
-    with _connect(srv.port, 5) as _silent, _connect(srv.port, 5) as stalled:
+    silent = _connect(srv.port, 5)                       # held open, sending nothing
+    with silent, _connect(srv.port, 5) as stalled:
         stalled.sendall(b"GET / HTTP/1.1\r\nHo")          # half a request, then nothing
         time.sleep(0.05)
         t0 = time.monotonic()
