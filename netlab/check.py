@@ -65,6 +65,15 @@ def _exchange(port: int, raw: bytes, timeout: float = 3.0, count: int = 1) -> li
         return [_read_response(f) for _ in range(count)]
 
 
+def _trickle(port: int, raw: bytes, pause: float = 0.005, timeout: float = 3.0) -> tuple:
+    """Send ``raw`` one byte at a time, as a slow network may deliver it, then read the answer."""
+    with _connect(port, timeout) as s, s.makefile("rb") as f:
+        for i in range(len(raw)):
+            s.sendall(raw[i:i + 1])
+            time.sleep(pause)       # pacing, so each byte travels alone (nothing is timed)
+        return _read_response(f)
+
+
 def _expect(cond: bool, message: str) -> None:
     if not cond:
         raise Failed(message)
@@ -84,7 +93,17 @@ def correct_answers(srv) -> str:
     (status, _, _), = _exchange(srv.port, b"GET /nothing-here HTTP/1.1\r\nHost: t\r\n"
                                           b"Connection: close\r\n\r\n")
     _expect(status == 404, f"GET /nothing-here answered {status}, expected 404")
-    return "GET / 200, /bytes/1000 has 1000 bytes, an unknown path 404"
+    try:
+        status, _, body = _trickle(srv.port, b"GET /bytes/7 HTTP/1.1\r\nHost: t\r\n"
+                                             b"Connection: close\r\n\r\n")
+    except (OSError, Failed):
+        status, body = None, b""
+    _expect(status == 200 and len(body) == 7,
+            f"a request that arrived one byte at a time got {status or 'no answer'}, expected "
+            "200 with 7 bytes: recv() returns whatever has arrived, not a whole request, so "
+            "keep feeding the parser until it returns one")
+    return ("GET / 200, /bytes/1000 has 1000 bytes, an unknown path 404, and a request sent "
+            "in 1-byte pieces answered")
 
 
 def keep_alive(srv) -> str:
@@ -92,9 +111,23 @@ def keep_alive(srv) -> str:
                                   b"GET /bytes/5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                         count=2)
     _expect([r[2] for r in replies] == [b"xxx", b"xxxxx"],
-            "two requests sent on one connection did not get two answers in order: keep "
-            "reading after the first answer until the client says Connection: close")
-    return "two requests on one connection, answered in order"
+            "two requests sent together on one connection did not get two answers in order: "
+            "answer every request the parser returns, in order")
+    # one after the other: the second is sent only once the first is answered, so a server
+    # that reads a connection once and closes it cannot pass by answering both at once
+    try:
+        with _connect(srv.port, 3.0) as s, s.makefile("rb") as f:
+            s.sendall(b"GET /bytes/2 HTTP/1.1\r\nHost: t\r\n\r\n")
+            first = _read_response(f)[2]
+            s.sendall(b"GET /bytes/4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            second = _read_response(f)[2]
+    except (OSError, Failed):
+        first = second = None
+    _expect((first, second) == (b"xx", b"xxxx"),
+            "a second request sent after the first answer, on the same connection, got no "
+            "answer: keep reading the connection until the client closes it or says "
+            "Connection: close")
+    return "two requests sent together, then two one after the other, answered in order"
 
 
 def stalled_client(srv) -> str:

@@ -35,7 +35,7 @@ def raises_on_bad_input(listen_sock, app):
 
     def serve(conn):
         first = conn.recv(65536, socket.MSG_PEEK)
-        if first and not first.startswith(b"GET "):
+        if first and not (first.startswith(b"GET ") or b"GET ".startswith(first)):
             try:
                 raise ValueError(f"my parser cannot handle {first[:8]!r}")
             except ValueError:
@@ -59,13 +59,43 @@ def one_recv_server(listen_sock, app):
         conn.close()
 
 
-def test_a_silent_client_catches_a_server_that_reads_once():
-    report = netlab.check(one_recv_server, concurrency=())
-    by_name = {r["promise"]: r for r in report.rows}
-    assert by_name["correct answers"]["passed"], str(report)
-    assert not by_name["a stalled client does not block others"]["passed"], str(report)
-    assert "one connection at a time" in by_name["a stalled client does not block others"][
-        "detail"]
+def one_request_per_connection(listen_sock, app):
+    """Reads until it has a whole request, answers what it has, and closes: no keep-alive loop.
+    Two requests sent in one packet are both answered, so only a second request sent after
+    the first answer can show the missing loop."""
+    import threading
+
+    def serve(conn):
+        parser, requests = app.new_parser(), []
+        while not requests:
+            data = conn.recv(4096)
+            if not data:
+                break
+            requests = parser.feed(data)
+        conn.sendall(b"".join(map(app.respond, requests)))
+        conn.close()
+
+    while True:
+        conn, _ = listen_sock.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def failed_promises(server) -> dict:
+    report = netlab.check(server, concurrency=())
+    return {r["promise"]: r["detail"] for r in report.rows if not r["passed"]}
+
+
+def test_naive_servers_cannot_pass_by_accident():
+    """Each promise is tested by a case a naive server does not pass by accident."""
+    failed = failed_promises(one_recv_server)
+    assert set(failed) == {"correct answers", "keep-alive", "bad input handled",
+                           "a stalled client does not block others"}, failed
+    assert "one byte at a time" in failed["correct answers"]
+    assert "got 400, expected 431" in failed["bad input handled"]    # it read 4 KiB of 9
+    assert "one connection at a time" in failed["a stalled client does not block others"]
+    failed = failed_promises(one_request_per_connection)
+    assert set(failed) == {"keep-alive"}, failed
+    assert "after the first answer" in failed["keep-alive"]
 
 
 def test_a_good_model_keeps_every_promise_and_is_measured(monkeypatch):
