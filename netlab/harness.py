@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import time
 from typing import Iterable, Optional, Sequence
 
@@ -21,6 +20,7 @@ from .arguments import whole
 from .env import machine, quick_mode
 from .lifecycle import serve
 from .monitor import Monitor, pin as _pin, server_cores, settle_sockets
+from .progress import Progress
 from .results import Result, frame, limited_by, save, spread_warning
 from .servers import NetlabError
 
@@ -134,48 +134,40 @@ def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
     if duration is None and requests is None:
         duration = 0.5 if quick_mode() else 2.0
     results, warnings = [], []
-    total = len(models) * len(workloads) * len(levels) * repeats
-    done, t0 = 0, time.monotonic()
+    bar = Progress(progress, len(models) * len(workloads) * len(levels) * repeats, "sweep")
+
     def one_level(srv, c, wl):
-        nonlocal done
         rates = []
         for rep in range(repeats):
+            bar.step(f"{srv.model}, {c} clients" + (f", repeat {rep + 1}" if repeats > 1 else ""))
             r = measure(srv, c, requests, duration, pin=pin, repeat=rep, **load_kwargs)
             results.append(r)
             rates.append(r.load.rps)
-            done += 1
-            if progress:
-                print(f"\r[{done}/{total}] {srv.model} c={c} "
-                      f"{r.load.rps:,.0f} req/s p99 {r.load.p99_ms:.1f} ms "
-                      f"({r.limited_by}) · {time.monotonic() - t0:.0f} s   ",
-                      end="", file=sys.stderr, flush=True)
         w = spread_warning(rates, spread)
         if w:
             warnings.append(f"{srv.model} c={c} {wl or ''}: {w}")
+            bar.note(f"warning: {warnings[-1]}")
 
     def warm(srv):             # one client: many would leave a queue in a server that cannot
         if warmup:             # keep up (iterative behind a backend) for the first level
             _load.run(srv.url, 1, duration=warmup,
                       **{k: v for k, v in load_kwargs.items() if k in ("keepalive", "path")})
 
-    for target in models:
-        for wl in workloads:
-            opts = dict(server_options or {})
-            opts.update(wl)
-            if fresh_server:
-                for c in levels:
+    with bar:
+        for target in models:
+            for wl in workloads:
+                opts = dict(server_options or {})
+                opts.update(wl)
+                if fresh_server:
+                    for c in levels:
+                        with serve(target, **opts) as srv:
+                            warm(srv)
+                            one_level(srv, c, wl)
+                else:
                     with serve(target, **opts) as srv:
                         warm(srv)
-                        one_level(srv, c, wl)
-            else:
-                with serve(target, **opts) as srv:
-                    warm(srv)
-                    for c in levels:
-                        one_level(srv, c, wl)
-    if progress:
-        print(file=sys.stderr)
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+                        for c in levels:
+                            one_level(srv, c, wl)
     df = frame(results)
     df.attrs["warnings"] = warnings
     if save_as:
@@ -212,18 +204,16 @@ def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None
     targets = [(m, lambda m=m: serve(m)) for m in models]
     targets += [(n, _peers.PEERS[n].factory) for n in names]
     rows = []
-    for name, start in targets:
-        if name in available and not available[name][0]:
-            rows.append(dict(server=name, available=False, reason=available[name][1]))
-            continue
-        with start() as srv:
-            for mode in modes:
-                kw = {"timeout": 3.0, **load_kwargs, "keepalive": mode == "keepalive"}
-                _load.run(srv.url, min(concurrency, 8), duration=0.2, **kw)       # warm-up
-                r = measure(srv, concurrency, duration=duration, pin=pin, **kw)
-                row = dict(server=name, available=True, reason="", **r.row())
-                rows.append(row)
-                if progress:
-                    print(f"{name:<12} {mode:<9} {r.load.rps:>9,.0f} req/s  p99 "
-                          f"{r.load.p99_ms:6.1f} ms  {r.limited_by}", file=sys.stderr)
+    with Progress(progress, len(targets) * len(modes), "peers") as bar:
+        for name, start in targets:
+            if name in available and not available[name][0]:
+                rows.append(dict(server=name, available=False, reason=available[name][1]))
+                continue
+            with start() as srv:
+                for mode in modes:
+                    bar.step(f"{name}, {mode}")
+                    kw = {"timeout": 3.0, **load_kwargs, "keepalive": mode == "keepalive"}
+                    _load.run(srv.url, min(concurrency, 8), duration=0.2, **kw)       # warm-up
+                    r = measure(srv, concurrency, duration=duration, pin=pin, **kw)
+                    rows.append(dict(server=name, available=True, reason="", **r.row()))
     return pd.DataFrame(rows)

@@ -35,16 +35,6 @@ def standalone(name: str, doc: str, arguments, run, argv=None) -> int:
         return 2
 
 
-def step(progress, text: str) -> None:
-    """Report one step of a long run: ``progress`` True prints a line to stderr, a function is
-    called with the text, False (the default in code) stays quiet."""
-    if progress is True:
-        import sys
-        print(text, file=sys.stderr, flush=True)
-    elif callable(progress):
-        progress(text)
-
-
 class LineReader:
     """Lines from a pipe (a helper's stdout, workers' reports), each read with a deadline: an
     experiment waiting on a helper that hangs or dies must fail in one sentence, not hang."""

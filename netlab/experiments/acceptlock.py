@@ -32,8 +32,9 @@ import sys
 import threading
 import time
 
-from . import LineReader, command, standalone, step
+from . import LineReader, command, standalone
 from ..arguments import comma_counts, whole
+from ..progress import Progress
 from ..servers import NetlabError
 from ..supervisor import Helper
 
@@ -202,9 +203,10 @@ def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_
     if not locks or not all(isinstance(v, bool) for v in locks):
         raise NetlabError(f"lock must be True, False or (True, False), not {lock!r}")
     rows, todo = [], [(lk, n) for lk in locks for n in pool_sizes]
-    for i, (lk, n) in enumerate(todo, 1):
-        step(progress, f"[{i}/{len(todo)}] accept lock: pool {n}, lock {'on' if lk else 'off'}")
-        rows.append(measure(n, lk, connections, concurrency, backend_ms))
+    with Progress(progress, len(todo), "accept lock") as bar:
+        for lk, n in todo:
+            bar.step(f"pool {n}, lock {'on' if lk else 'off'}")
+            rows.append(measure(n, lk, connections, concurrency, backend_ms))
     return pd.DataFrame(rows)
 
 

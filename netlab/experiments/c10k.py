@@ -34,6 +34,7 @@ from . import LineReader, command, standalone
 from ..arguments import comma_ints
 from ..env import raise_fd_limit
 from ..monitor import server_usage, settle_sockets
+from ..progress import Progress
 from ..supervisor import Helper
 
 PER_HOLDER = 15_000          # connections per holder process (and per server process)
@@ -276,7 +277,7 @@ def _grow(srv, holders, k, grown) -> tuple:
     return got, s1["sockets"]
 
 
-def _model_rows(name, held, active, duration, workers, timeout, progress) -> list:
+def _model_rows(name, held, active, duration, workers, timeout, bar) -> list:
     """One server of model ``name``; K grows through ``held``; a row per K."""
     from .. import load
     from ..lifecycle import Server
@@ -301,12 +302,13 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
         base, grown, conn, mine = server_usage(srv.pid), {}, 0, 0     # conn: client side
         with Holders(srv.host, srv.port, timeout, pid=srv.pid) as holders:
             for k in held:
+                bar.step(f"{name}, K = {k:,}")
                 need = (grown.get("uss", 0) + grown.get("slab", 0)) / max(conn, 1) * (k - conn)
                 why = stop or _why_not(name, k, cap, nproc, need)
                 if why:
                     row(k, reason=why)
                     continue
-                t0, got, accepted = time.monotonic(), {}, 0
+                got, accepted = {}, 0
                 if k:
                     got, sockets = _grow(srv, holders, k, grown)
                     accepted = sockets - base["sockets"]
@@ -322,9 +324,6 @@ def _model_rows(name, held, active, duration, workers, timeout, progress) -> lis
                     pss_kb_per_conn=per("pss", mine), kernel_kb_per_conn=per("slab", conn),
                     tcp_buf_kb_per_conn=per("tcp_buf", conn), threads=s["threads"],
                     fds=s["fds"], procs=s["procs"], ok=not problems, reason="; ".join(problems))
-                if progress:
-                    print(f"{name} K={k:,}: held {mine:,}, p99 {lr.p99_ms:.1f} ms "
-                          f"({time.monotonic() - t0:.1f} s) {rows[-1]['reason']}", file=sys.stderr)
                 if problems and k or not srv.alive:
                     stop = f"not tried: it could not hold {k:,}"
     except (NetlabError, OSError, RuntimeError) as e:   # it would not start; a holder failed
@@ -356,8 +355,9 @@ def run(models=("epoll",), held=None, active=None, duration=None, *, workers=Non
         raise NetlabError(f"c10k needs models and held counts from 0 to 200,000, not {held!r}")
     for m in models:
         get(m)                                    # an unknown name is one sentence, up front
-    rows = [r for m in models
-            for r in _model_rows(m, held, active, duration, workers, timeout, progress)]
+    with Progress(progress, len(models) * len(held), "c10k") as bar:
+        rows = [r for m in models
+                for r in _model_rows(m, held, active, duration, workers, timeout, bar)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs.update(active=active, duration=duration, kernel_memory="slabinfo" if os.access(
         "/proc/slabinfo", os.R_OK) else "meminfo Slab")

@@ -185,7 +185,8 @@ def measure(sizes=None, mechanisms=MECHANISMS, budget=None, progress=False):
     """Measure each mechanism at each number of fds; a DataFrame, a row per point.
 
     ``budget`` is the CPU seconds measured per point (quick mode: 0.2, class: 1.5).
-    ``progress``: True prints a line per point; a callable gets each line instead.
+    ``progress``: True shows a bar in Jupyter and a line per point elsewhere; a function gets
+    each line instead.
     """
     import pandas as pd
     from ..env import machine, quick_mode
@@ -203,18 +204,16 @@ def measure(sizes=None, mechanisms=MECHANISMS, budget=None, progress=False):
     if not isinstance(budget, (int, float)) or not 0 < budget <= 600:
         raise NetlabError(f"budget is CPU seconds per point, more than 0 and at most 600, "
                           f"not {budget!r}")
-    say = progress if callable(progress) else (print if progress else (lambda line: None))
-    rows, ready_by = [], ""
-    for mech in mechanisms:
-        why = _unavailable(mech)
-        for n in sorted(set(sizes)):
-            res = dict(status="unavailable", reason=why) if why else _spawn(mech, n, budget)
-            ready_by = res.get("ready_by", ready_by)
-            row = _row(mech, n, res)
-            rows.append(row)
-            say(f"{mech:<6} {n:>6,} fds: " + (f"{row['cpu_s_per_100k']:.3g} CPU s per 100k "
-                f"({row['ops']:,} ops)" if row["status"] == "measured"
-                else f"{row['status']}: {row['reason']}"))
+    from ..progress import Progress
+    rows, ready_by, sizes = [], "", sorted(set(sizes))
+    with Progress(progress, len(mechanisms) * len(sizes), "fdbench") as bar:
+        for mech in mechanisms:
+            why = _unavailable(mech)
+            for n in sizes:
+                bar.step(f"{mech}, {n:,} fds")
+                res = dict(status="unavailable", reason=why) if why else _spawn(mech, n, budget)
+                ready_by = res.get("ready_by", ready_by)
+                rows.append(_row(mech, n, res))
     df = pd.DataFrame(rows, columns=COLUMNS)
     m = machine()
     df.attrs.update(machine=f"{m['system']} {m['kernel']}, Python {m['python']}, "

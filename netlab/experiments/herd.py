@@ -34,8 +34,9 @@ import socket
 import sys
 import time
 
-from . import LineReader, command, standalone, step
+from . import LineReader, command, standalone
 from ..arguments import whole
+from ..progress import Progress
 from ..servers import FEATURES, NetlabError
 from ..supervisor import Helper
 
@@ -228,9 +229,10 @@ def run_all(modes=MODES, workers: int = 4, connections: int = 2000, progress=Fal
     """Every mode in turn: one summary row each (an unavailable mode says why)."""
     import pandas as pd
     rows = []
-    for i, m in enumerate(modes, 1):
-        step(progress, f"[{i}/{len(modes)}] herd: {m}, {workers} workers, {connections:,} connections")
-        rows.append(summary(run(m, workers, connections)))
+    with Progress(progress, len(modes), "herd") as bar:
+        for m in modes:
+            bar.step(f"{m}, {workers} workers, {connections:,} connections")
+            rows.append(summary(run(m, workers, connections)))
     return pd.DataFrame(rows)
 
 
@@ -276,10 +278,10 @@ def _arguments(p):
 def _cmd(args) -> int:
     modes = MODES if args.mode == "all" else (args.mode,)
     frames = []
-    for i, m in enumerate(modes, 1):
-        if not args.json and sys.stderr.isatty():
-            step(True, f"[{i}/{len(modes)}] {m}")
-        frames.append(run(m, args.workers, args.connections))
+    with Progress(not args.json and sys.stderr.isatty(), len(modes), "herd") as bar:
+        for m in modes:
+            bar.step(m)
+            frames.append(run(m, args.workers, args.connections))
     rows = [dict(summary(df), per_worker=df.to_dict("records")) for df in frames]
     if args.json:
         print(json.dumps(rows, indent=2, default=int))

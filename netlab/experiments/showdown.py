@@ -12,7 +12,8 @@ The saved class run that notebook 10 shows was made with
 import json
 import sys
 
-from . import command, standalone, step
+from . import command, standalone
+from ..progress import Progress
 from ..servers import NetlabError
 
 # name -> (netlab.serve keywords, netlab.load.run keywords)
@@ -59,12 +60,13 @@ def showdown(models=None, levels=None, workloads=None, seconds=None, *, progress
         raise NetlabError(f"{what}: the workloads are {', '.join(WORKLOADS)}")
     timeout = options.pop("timeout", TIMEOUT)
     parts = []
-    for i, name in enumerate(workloads, 1):
-        serve_kw, load_kw = WORKLOADS[name]
-        step(progress, f"[{i}/{len(workloads)}] {name}")
-        df = sweep(models, levels, duration=seconds, workloads=[serve_kw], timeout=timeout,
-                   **load_kw, **options)
-        parts.append(df.assign(workload=name))
+    with Progress(progress, len(workloads), "showdown") as bar:
+        for name in workloads:
+            serve_kw, load_kw = WORKLOADS[name]
+            bar.step(name)
+            df = sweep(models, levels, duration=seconds, workloads=[serve_kw], timeout=timeout,
+                       **load_kw, **options)
+            parts.append(df.assign(workload=name))
     df = pd.concat(parts, ignore_index=True)
     if save_as:
         save(df, save_as, models=[m if isinstance(m, str) else getattr(m, "__name__", "custom")

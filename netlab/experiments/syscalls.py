@@ -23,7 +23,8 @@ import shutil
 import sys
 import tempfile
 
-from . import command, standalone, step
+from . import command, standalone
+from ..progress import Progress
 from ..servers import NetlabError
 
 PEERS = ("node", "java")
@@ -150,9 +151,10 @@ def compare(models=("forking", "threaded", "prethreaded", "epoll"), requests=Non
     """Calls per request, a column per model (or peer) and a row per syscall; 0 where none."""
     import pandas as pd
     frames = {}
-    for i, m in enumerate(models, 1):
-        step(progress, f"[{i}/{len(models)}] syscalls: {m} under strace")
-        frames[m] = profile(m, requests, concurrency, keepalive)
+    with Progress(progress, len(models), "syscalls") as bar:
+        for m in models:
+            bar.step(f"{m} under strace")
+            frames[m] = profile(m, requests, concurrency, keepalive)
     wide = pd.concat({m: f.set_index("syscall")["calls_per_request"] for m, f in frames.items()},
                      axis=1).fillna(0.0)
     wide = wide.loc[wide.max(axis=1).sort_values(ascending=False).index]
