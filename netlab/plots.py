@@ -165,35 +165,47 @@ def bars(df, column: str = "rps", ax=None, title: Optional[str] = None, label: s
 
 def timeline(df, ax=None, title: Optional[str] = None):
     """Who served which connection, and when (a table from ``netlab.timeline.record``): a lane
-    per server thread, a bar per request from the moment it was complete in the server's hands
-    to its answer, coloured and numbered by connection. Bars that overlap in one lane are
-    requests one thread held at once: an event loop's."""
+    per server thread; per request, a faint bar while it waited (sent by the client, not yet
+    taken by the server: in the listen backlog or unread) and a solid one from the moment the
+    server had it whole to its answer, coloured and numbered by connection. Requests that
+    overlap in time are stacked inside their lane: solid bars side by side in one lane are
+    requests one thread held at once, an event loop's."""
     _check(df, ["connection", "lane", "start_ms", "end_ms"])
     _, plt = _plt()
-    from .timeline import most_at_once
-    lanes = int(df["lane"].max())
-    rows_needed = sum(most_at_once(rows) for _, rows in df.groupby("lane"))
-    fig, ax = (ax.figure, ax) if ax is not None else \
-        plt.subplots(figsize=(8, 1.4 + 0.3 * min(rows_needed, 40)))
-    colours = plt.get_cmap("tab10")
+    begin = "sent_ms" if "sent_ms" in df else "start_ms"
+    placed, heights = [], {}
     for lane, rows in df.groupby("lane"):
-        # requests held at once share the lane: stack them inside it, so none hides another
-        n, ends = most_at_once(rows), []
-        for r in rows.sort_values("start_ms").itertuples():
-            slot = next((i for i, e in enumerate(ends) if e <= r.start_ms), len(ends))
+        ends, mine = [], {}          # each slot's last end; each connection's last slot
+        for r in rows.sort_values(begin).itertuples():
+            free = [i for i, e in enumerate(ends) if e <= getattr(r, begin)]
+            slot = mine.get(r.connection) if mine.get(r.connection) in free else \
+                (free[0] if free else len(ends))
+            mine[r.connection] = slot
             ends[slot:slot + 1] = [r.end_ms]
-            y = lane - 0.4 + slot * 0.8 / n
-            ax.broken_barh([(r.start_ms, max(r.end_ms - r.start_ms, 0.01))], (y, 0.8 / n),
-                           color=colours(int(r.connection) % 10), alpha=0.85)
-            ax.text(r.start_ms, y + 0.4 / n, f" c{int(r.connection)}", va="center",
-                    fontsize="x-small")
+            placed.append((r, slot))
+        heights[lane] = len(ends)
+    lanes = int(df["lane"].max())
+    fig, ax = (ax.figure, ax) if ax is not None else \
+        plt.subplots(figsize=(8, 1.4 + 0.3 * min(sum(heights.values()), 40)))
+    colours = plt.get_cmap("tab10")
+    for r, slot in placed:
+        h = 0.8 / heights[r.lane]
+        y, colour = r.lane - 0.4 + slot * h, colours(int(r.connection) % 10)
+        waited = getattr(r, begin) < r.start_ms
+        if waited:
+            ax.broken_barh([(getattr(r, begin), r.start_ms - getattr(r, begin))], (y, h),
+                           color=colour, alpha=0.25, hatch="//", linewidth=0)
+        ax.broken_barh([(r.start_ms, max(r.end_ms - r.start_ms, 0.01))], (y, h), color=colour,
+                       alpha=0.9)
+        ax.text(r.start_ms, y + h / 2, f" c{int(r.connection)}", va="center", fontsize="x-small")
     multi = df.attrs.get("processes", df["pid"].nunique()) > 1
     names = {row.lane: (f"pid {row.pid}" if multi else f"thread {row.lane}")
              for row in df.drop_duplicates("lane").itertuples()}
     ax.set_yticks(sorted(names), [names[k] for k in sorted(names)])
     ax.set_ylim(0.4, lanes + 0.6)
     ax.invert_yaxis()
-    ax.set_xlabel("ms since the first request was sent (server side: complete → answered)")
+    ax.set_xlabel("ms since the first request was sent (faint: waiting to be taken, solid: "
+                  "being served)")
     fig.suptitle(title or "Who served which connection, and when", fontsize="medium")
     ax.set_title(f"{df['connection'].nunique()} connections (c0, c1, ...), "
                  f"{len(df)} requests, {lanes} server thread(s) in "
