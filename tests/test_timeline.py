@@ -108,7 +108,9 @@ def test_the_picture_has_a_lane_per_server_thread():
     try:
         ax = fig.axes[0]
         assert [t.get_text() for t in ax.get_yticklabels()] == ["thread 1", "thread 2"]
-        assert len(ax.collections) == len(df)               # a bar per request
+        waited = int((df["sent_ms"] < df["start_ms"]).sum())
+        assert waited >= 2                   # 4 connections, 2 threads: two had to wait
+        assert len(ax.collections) == len(df) + waited      # a bar per request, and its wait
     finally:
         plt.close(fig)
 
