@@ -96,6 +96,17 @@ def record(server: Union[str, object], connections: int = 4, requests: int = 1, 
     return df
 
 
+def run(model, connections: int = 4, requests: int = 2, backend_ms: float = 50, **serve_kwargs):
+    """Start ``model`` (a name or your ``fn(listen_sock, app)``) traced, record a timeline of
+    ``connections`` clients sending ``requests`` each, stop it: one call for a notebook cell.
+    Each request waits ``backend_ms`` on the simulated backend, so serving takes visible time."""
+    from .lifecycle import serve
+    with serve(model, backend_ms=backend_ms, trace=True, **serve_kwargs) as srv:
+        df = record(srv, connections=connections, requests=requests)
+    df.attrs.update(model=srv.model, backend_ms=backend_ms, server_pid=srv.pid)
+    return df
+
+
 def _row(connection: int, request: int, sent: float, done: float, header) -> dict:
     fields = dict(item.split("=", 1) for item in (header or "").split())
     return dict(connection=connection, request=request,
@@ -106,9 +117,11 @@ def _row(connection: int, request: int, sent: float, done: float, header) -> dic
 
 
 def most_at_once(df, lane=None) -> int:
-    """The most requests one lane (or all, with ``lane=None``) held at the same moment: 1 for
-    a thread that serves one request at a time, more for an event loop."""
-    rows = df if lane is None else df[df["lane"] == lane]
+    """The most requests one lane held at the same moment (the busiest lane's, or ``lane``'s):
+    1 for a thread that serves one request at a time, more for an event loop."""
+    if lane is None:
+        return max((most_at_once(df, k) for k in df["lane"].unique()), default=0)
+    rows = df[df["lane"] == lane]
     events = sorted([(t, 1) for t in rows["start_ms"]] + [(t, -1) for t in rows["end_ms"]])
     held = best = 0
     for _, step in events:          # an end sorts before a start at the same instant
