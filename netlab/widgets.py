@@ -34,9 +34,16 @@ def _loglog(points, n, extrapolate):
     return math.exp(y), "interpolated" if xs[0] < x < xs[-1] else "extrapolated"
 
 
+BOOK_HOW = {"exact": "the book's row", "interpolated": "interpolated between the book's rows",
+            "extrapolated": "extrapolated past the book's rows (it stops at 10,000 fds)"}
+
+
 def values_at(n, measured=None, reference=None):
-    """Each mechanism's CPU s per 100k waits at ``n`` fds: measured there, else interpolated
-    (log-log) between measured points, else TLPI's; the book's value always alongside."""
+    """Each mechanism at ``n`` fds, this machine and the book side by side, never mixed:
+    ``here_s_per_100k`` (CPU s per 100k waits measured here at n, or interpolated on a log-log
+    line between two points measured here; NaN otherwise, ``here_how`` says why) and
+    ``tlpi_s_per_100k`` (TLPI table 63-9's, with ``tlpi_how``: its row, interpolated, or
+    extrapolated past its last row)."""
     import pandas as pd
     ref = fdbench.reference() if reference is None else reference
     mine_all = pd.DataFrame(columns=fdbench.COLUMNS) if measured is None else measured
@@ -48,18 +55,16 @@ def values_at(n, measured=None, reference=None):
         mine = mine_all[mine_all["mechanism"] == mech]
         value, how = _loglog(mine[mine["status"] == "measured"], n, extrapolate=False)
         walls = mine[(mine["status"] != "measured") & (mine["fds"] <= n)]
-        note = walls["reason"].iloc[0] if len(walls) else (
+        wall = walls["reason"].iloc[0] if len(walls) else (
             fdbench.FD_SETSIZE_REASON if mech == "select" and n >= fdbench.FD_SETSIZE else "")
         if how == "exact":
-            source = "measured"
-        elif how and not note:
-            source = how                                   # between two measured points
-        else:
-            value, source = book, fdbench.TLPI
-            note = f"not possible here: {note}" if note else "not measured at this N" + (
-                f"; TLPI {book_how}" if book_how != "exact" else "")
-        rows.append(dict(mechanism=mech, fds=n, cpu_s_per_100k=value, us_per_op=value * 10,
-                         source=source, note=note, tlpi_s_per_100k=book))
+            how = "measured"
+        elif not how or wall:
+            value, how = float("nan"), f"not possible here: {wall}" if wall else \
+                "not measured near this N (use the button)"
+        rows.append(dict(mechanism=mech, fds=n, here_s_per_100k=value,
+                         here_us_per_wait=value * 10, here_how=how, tlpi_s_per_100k=book,
+                         tlpi_how=BOOK_HOW.get(book_how, "")))
     return pd.DataFrame(rows)
 
 

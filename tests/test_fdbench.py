@@ -219,7 +219,7 @@ def test_plot_draws_measured_solid_reference_dashed_refused_and_mark(quick):
         plt.close(fig)
 
 
-def test_values_at_measured_interpolated_or_the_book():
+def test_values_at_keeps_this_machine_and_the_book_apart():
     import pandas as pd
     rows = [dict(mechanism="poll", fds=n, cpu_s_per_100k=v, status="measured", reason="",
                  source="measured") for n, v in ((10, 1.0), (1000, 100.0))]
@@ -227,13 +227,17 @@ def test_values_at_measured_interpolated_or_the_book():
                      status="refused", reason=fdbench.FD_SETSIZE_REASON, source="measured"))
     df = pd.DataFrame(rows, columns=fdbench.COLUMNS)
     at = values_at(100, df).set_index("mechanism")
-    assert at.loc["poll", "source"] == "interpolated"
-    assert at.loc["poll", "cpu_s_per_100k"] == pytest.approx(10.0)
-    assert at.loc["epoll", "source"] == fdbench.TLPI and at.loc["epoll", "cpu_s_per_100k"] == 0.42
+    assert at.loc["poll", "here_how"] == "interpolated"
+    assert at.loc["poll", "here_s_per_100k"] == pytest.approx(10.0)
+    assert at.loc["poll", "tlpi_s_per_100k"] == 2.9 and at.loc["poll", "tlpi_how"] == "the book's row"
+    # not measured here: the book's value stays in the book's column, never in this machine's
+    assert math.isnan(at.loc["epoll", "here_s_per_100k"]) and at.loc["epoll", "tlpi_s_per_100k"] == 0.42
     at = values_at(3000, df).set_index("mechanism")
-    assert at.loc["select", "source"] == fdbench.TLPI
-    assert fdbench.FD_SETSIZE_REASON in at.loc["select", "note"]
-    assert at.loc["poll", "source"] == fdbench.TLPI                  # beyond what was measured
+    assert fdbench.FD_SETSIZE_REASON in at.loc["select", "here_how"]
+    assert math.isnan(at.loc["poll", "here_s_per_100k"])              # beyond what was measured
+    assert at.loc["poll", "tlpi_how"] == "interpolated between the book's rows"
+    at = values_at(15_000, df).set_index("mechanism")
+    assert at.loc["poll", "tlpi_how"].startswith("extrapolated past the book's rows")
 
 
 def test_widget_slider_replots_and_button_measures(quick, monkeypatch, capsys):
@@ -246,15 +250,15 @@ def test_widget_slider_replots_and_button_measures(quick, monkeypatch, capsys):
     mark = [ln for ln in w.figure.axes[0].lines if ln.get_gid() == "mark"]
     assert list(mark[0].get_xdata()) == [1000, 1000]
     v = w.values.set_index("mechanism")
-    assert (v["fds"] == 1000).all() and (v["source"] == "measured").all()
-    assert v.loc["poll", "cpu_s_per_100k"] == cost(quick, "poll", 1000)
+    assert (v["fds"] == 1000).all() and (v["here_how"] == "measured").all()
+    assert v.loc["poll", "here_s_per_100k"] == cost(quick, "poll", 1000)
     assert v.loc["poll", "tlpi_s_per_100k"] == 35
     w.slider.value = 300
-    assert (w.values["source"] == "interpolated").all()
+    assert (w.values["here_how"] == "interpolated").all()
     w.slider.value = 50
     w.button.click()
     v = w.values.set_index("mechanism")
-    assert (v["source"] == "measured").all() and (v["fds"] == 50).all()
+    assert (v["here_how"] == "measured").all() and (v["fds"] == 50).all()
     assert (w.measured["fds"] == 50).sum() == 3 and not w.button.disabled
     assert "measured at 50 fds" in w.status.value
     assert len(plt.get_fignums()) == figures                  # every replaced figure closed

@@ -5,11 +5,12 @@ How it shows it: per model, one server; helper processes (never the caller, whos
 may be low: a Jupyter kernel) connect K idle clients that send nothing, K growing. At each K, a
 few active clients (netlab.load, a connection per request) measure p50/p99 and errors, and the
 server is weighed: RSS, USS and PSS of its process tree, its threads and fds, and the kernel's
-memory (slab objects from /proc/slabinfo, or meminfo's Slab where that is unreadable; TCP buffer
+memory (slab objects from /proc/slabinfo, or meminfo's Slab where that is unreadable; kernel
+stacks, meminfo's KernelStack, which slab leaves out and a thread per connection pays; TCP buffer
 pages from /proc/net/sockstat). Memory is measured just before and after each step of holding
-(never across the load runs), summed, and divided by the connections held: the server's by those
-it accepted, the kernel's by those connected, and it covers both ends of each loopback pair (the
-holder's socket and the server's). A model that cannot hold K (select past fd 1024, iterative
+(never across the load runs), summed, and divided by the connections held: the server's and its
+kernel stacks by those it accepted, the slab by those connected, covering both ends of each
+loopback pair (the holder's socket and the server's). A model that cannot hold K (select past fd 1024, iterative
 stuck on its first idle client, a full backlog, the fd limit) gets a row with the reason, and
 larger K are not tried.
 
@@ -43,8 +44,8 @@ FAILS = ("timeout", "refused", "reset", "other", "gave_up")
 NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)     # Linux: port picked at connect()
 COLUMNS = ["model", "workers", "K", "held", "accepted", "closed", "failed", "p50_ms", "p99_ms",
            "rps", "errors", "rss_kb_per_conn", "uss_kb_per_conn", "pss_kb_per_conn",
-           "kernel_kb_per_conn", "tcp_buf_kb_per_conn", "threads", "fds", "procs", "ok",
-           "reason"]
+           "kernel_kb_per_conn", "kernel_stack_kb_per_conn", "tcp_buf_kb_per_conn", "threads",
+           "fds", "procs", "ok", "reason"]
 
 
 # --- the holder: a helper process that opens idle connections and keeps them -----------------
@@ -196,9 +197,17 @@ class Holders:
 # --- what the server and the kernel use -------------------------------------------------------
 
 def kernel_usage() -> dict:
-    """Kernel slab bytes (active objects in /proc/slabinfo if readable, else meminfo's Slab) and
-    TCP buffer bytes (/proc/net/sockstat); NaN where there is no /proc."""
-    out = dict(slab=math.nan, tcp_buf=math.nan)
+    """Kernel slab bytes (active objects in /proc/slabinfo if readable, else meminfo's Slab),
+    kernel stack bytes (meminfo's KernelStack: a thread's kernel stack is not slab, and on
+    x86-64 it is 16 KiB a thread) and TCP buffer bytes (/proc/net/sockstat); NaN where there is
+    no /proc."""
+    out = dict(slab=math.nan, kstack=math.nan, tcp_buf=math.nan)
+    try:
+        with open("/proc/meminfo") as f:
+            out["kstack"] = next(int(ln.split()[1]) * 1024 for ln in f
+                                 if ln.startswith("KernelStack:"))
+    except (OSError, StopIteration, ValueError):
+        pass
     try:
         with open("/proc/slabinfo") as f:
             rows = [ln.split() for ln in f.readlines()[2:]]
@@ -272,7 +281,7 @@ def _grow(srv, holders, k, grown) -> tuple:
     holders.grow(k, timeout=20 + k / 500)          # returns once the server has accepted them
     got, s1, k1 = holders.report(), server_usage(srv.pid), kernel_usage()
     for key, a, b in (("rss", s0, s1), ("uss", s0, s1), ("pss", s0, s1), ("slab", k0, k1),
-                      ("tcp_buf", k0, k1)):
+                      ("kstack", k0, k1), ("tcp_buf", k0, k1)):
         grown[key] = grown.get(key, 0) + b[key] - a[key]
     return got, s1["sockets"]
 
@@ -322,6 +331,7 @@ def _model_rows(name, held, active, duration, workers, timeout, bar) -> list:
                     p99_ms=lr.p99_ms, rps=lr.rps, errors=lr.error_count,
                     rss_kb_per_conn=per("rss", mine), uss_kb_per_conn=per("uss", mine),
                     pss_kb_per_conn=per("pss", mine), kernel_kb_per_conn=per("slab", conn),
+                    kernel_stack_kb_per_conn=per("kstack", mine),
                     tcp_buf_kb_per_conn=per("tcp_buf", conn), threads=s["threads"],
                     fds=s["fds"], procs=s["procs"], ok=not problems, reason="; ".join(problems))
                 if problems and k or not srv.alive:
@@ -411,7 +421,7 @@ def _cmd(args) -> int:
         print(df.to_json(orient="records", indent=2))
         return 0
     cols = ["model", "K", "held", "p50_ms", "p99_ms", "errors", "uss_kb_per_conn",
-            "kernel_kb_per_conn", "threads", "fds"]
+            "kernel_kb_per_conn", "kernel_stack_kb_per_conn", "threads", "fds"]
     print(df[cols].round(2).to_string(index=False))
     for r in df[df["reason"] != ""].itertuples():
         print(f"{r.model} K={r.K:,}: {r.reason}")
