@@ -281,7 +281,7 @@ def check(server: Union[str, Callable] = "epoll", concurrency=(1, 10, 100),
                                         detail=f"the connection failed: {e.strerror or e}"))
             if _died(srv, broken=not report.rows[-1]["passed"]):
                 report.rows.append(dict(promise="stays up", passed=False,
-                                        detail=f"the server died: {srv._tail() or 'no log'}"))
+                                        detail=f"the server died: {srv.last_line() or 'no log'}"))
                 break
         if srv.alive and report.passed and concurrency:
             import pandas as pd

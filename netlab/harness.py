@@ -204,7 +204,8 @@ def peers(models: Sequence = EVENT_LOOP_MODELS, names: Optional[Sequence] = None
     targets = [(m, lambda m=m: serve(m)) for m in models]
     targets += [(n, _peers.PEERS[n].factory) for n in names]
     rows = []
-    with Progress(progress, len(targets) * len(modes), "peers") as bar:
+    runs = sum(1 for n, _ in targets if n not in available or available[n][0]) * len(modes)
+    with Progress(progress, runs, "peers") as bar:
         for name, start in targets:
             if name in available and not available[name][0]:
                 rows.append(dict(server=name, available=False, reason=available[name][1]))

@@ -130,13 +130,13 @@ class Server(Supervised):
 
         def forked() -> bool:
             if self.proc.poll() is not None:
-                raise ServerError(self._tail() or f"the {self.model} server exited with "
+                raise ServerError(self.last_line() or f"the {self.model} server exited with "
                                   f"status {self.proc.returncode} while forking its workers")
             return len(psutil.Process(self.proc.pid).children()) >= want
 
         if not wait_until(forked, timeout=self._startup_timeout, interval=0.01):
             raise ServerError(f"the {self.model} server did not fork its {want} workers "
-                              f"within {self._startup_timeout:.0f} s; its log: {self._tail()}")
+                              f"within {self._startup_timeout:.0f} s; its log: {self.last_line()}")
 
     def _read_announcement(self) -> str:
         deadline = time.monotonic() + self._startup_timeout
@@ -149,12 +149,12 @@ class Server(Supervised):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ServerError(f"the {self.model} server did not start listening within "
-                                      f"{self._startup_timeout:.0f} s; its log: {self._tail()}")
+                                      f"{self._startup_timeout:.0f} s; its log: {self.last_line()}")
                 if sel.select(left):
                     chunk = os.read(fd, 4096)
                     if not chunk:
                         self.proc.wait()
-                        raise ServerError(self._tail() or f"the {self.model} server exited "
+                        raise ServerError(self.last_line() or f"the {self.model} server exited "
                                           f"with status {self.proc.returncode} before listening")
                     buf += chunk
         out.close()

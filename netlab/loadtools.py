@@ -35,7 +35,7 @@ from .env import fd_limit, need
 from .results import ERROR_KINDS, LoadResult
 from .servers import NetlabError
 from .sockets import accepts, url_of
-from .supervisor import POSIX, kill_group
+from .supervisor import POSIX, dismiss, kill_group, watch
 
 MAX_SECONDS = 600            # no load runs longer than this
 MAX_REQUESTS = 10_000_000    # nor sends more requests than this
@@ -124,6 +124,12 @@ def _run_tool(argv: list, limit_s: float, cpus: Optional[list]) -> tuple:
         with _pinned(cpus):
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                     start_new_session=POSIX, close_fds=True)
+        try:
+            guard = watch(proc.pid)         # a harness killed mid-load must not leave it loading
+        except BaseException:
+            kill_group(proc, signal.SIGKILL)
+            proc.wait()
+            raise
         deadline = time.monotonic() + limit_s
         pause = 0.002
         try:
@@ -141,6 +147,8 @@ def _run_tool(argv: list, limit_s: float, cpus: Optional[list]) -> tuple:
             kill_group(proc, signal.SIGKILL)
             proc.wait()
             raise
+        finally:
+            dismiss(guard)
         proc.returncode = os.waitstatus_to_exitcode(status)   # reaped: Popen must not wait
         out.seek(0)
         err.seek(0)

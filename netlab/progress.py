@@ -66,14 +66,15 @@ class Progress:
         elif self._lines:
             print(text, file=sys.stderr, flush=True)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """End the bar; the step under way counts as done only if ``finished``."""
         if self._bar is not None:
-            self._bar.update(self.started - self._bar.n)
+            self._bar.update(self.started - (not finished) - self._bar.n)
             self._bar.close()
             self._bar = None
 
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(finished=exc_type is None)

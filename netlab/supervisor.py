@@ -11,7 +11,7 @@ A small watchdog process (``netlab/watchdog.py``) stops the group if the harness
 it dies; a finalizer stops it if the harness merely forgets it. ``Supervised`` carries all of
 that; ``Server`` (netlab's models), ``Peer`` (nginx, node, ...) and ``Helper`` (an
 experiment's Python child) add only how they start. The one other place that stops a group is
-the server process's own exit (``netlab.server_process._stop_group``): it runs inside the
+the server process's own exit (``netlab.servers.forks.stop_own_group``): it runs inside the
 group, takes down what a student's server forked, and must spare itself.
 """
 
@@ -38,6 +38,10 @@ PKG_PARENT = str(Path(__file__).resolve().parent.parent)    # where `import netl
 WATCHDOG = Path(__file__).resolve().parent / "watchdog.py"
 WATCHDOG_GRACE = 3.0         # seconds between SIGTERM and SIGKILL when the harness died
 LOG_TAIL = 64 * 1024         # log() returns at most this much of the end of the log
+
+
+class HelperTimeout(ServerError, TimeoutError):
+    """A helper did not finish in time (one sentence, like every netlab error)."""
 
 
 def python_env(env: Optional[dict] = None) -> dict:
@@ -90,6 +94,8 @@ def stop_group(proc: subprocess.Popen, timeout: float) -> list:
     """SIGTERM the group, SIGKILL after ``timeout``, reap the leader, give the SIGKILL another
     ``timeout``; the pids that survived (none, normally). Interrupted while waiting (Ctrl-C),
     it kills the group at once rather than leave it running."""
+    if proc.returncode is not None and (not POSIX or not proc_group(proc.pid)):
+        return []       # reaped and nothing left: its pid may be another process's by now
     try:
         if not POSIX:
             kill_group(proc, signal.SIGTERM)
@@ -159,16 +165,18 @@ def remove(*paths) -> None:
 # The watchdog, and the last resort
 # ---------------------------------------------------------------------------------------------
 
-def _watch(pgid: int, paths: Sequence[str]) -> Optional[subprocess.Popen]:
+def watch(pgid: int, paths: Sequence[str] = ()) -> Optional[subprocess.Popen]:
+    """Start a watchdog for group ``pgid`` (removing ``paths`` after it): it stops the group if
+    this process dies. Unbuffered, so dismiss()'s "d" is on its way at once."""
     if not POSIX:
         return None
     return subprocess.Popen([sys.executable, "-I", "-S", str(WATCHDOG), str(pgid),
                              str(WATCHDOG_GRACE), *paths],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, bufsize=0,
                             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
 
 
-def _dismiss(watchdog: Optional[subprocess.Popen]) -> None:
+def dismiss(watchdog: Optional[subprocess.Popen]) -> None:
     """Tell a watchdog the harness stopped the group itself, and reap it."""
     if watchdog is None:
         return
@@ -194,9 +202,9 @@ def _abandoned(proc: subprocess.Popen, watchdog, owner: int, paths: Sequence[str
     if proc.poll() is None:
         kill_group(proc, signal.SIGKILL)
         proc.wait()
-    elif POSIX:
+    elif POSIX and proc_group(proc.pid):
         kill_group(proc, signal.SIGKILL)    # what outlived its leader
-    _dismiss(watchdog)
+    dismiss(watchdog)
     for f in (proc.stdin, proc.stdout, proc.stderr, log):
         if f is not None and not f.closed:
             f.close()
@@ -233,7 +241,7 @@ class Supervised:
         """Start ``argv`` as the leader of a new group, stderr (and stdout unless given) to the
         log, with a watchdog and a finalizer. Raises what Popen raises, leaving nothing."""
         if self.proc is not None:
-            raise ServerError(f"this {self} was already started; create a new one")
+            raise ServerError(f"{self} was already started; create a new one")
         self._log = tempfile.TemporaryFile()
         if POSIX:   # the group shares this file's offset: everyone must append
             import fcntl
@@ -245,13 +253,22 @@ class Supervised:
             self.proc = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout or self._log,
                                          stderr=self._log, close_fds=True,
                                          start_new_session=POSIX, **popen)
-        except BaseException:
+        except BaseException as e:
             self._log.close()
             remove(*self._cleanup)
+            if isinstance(e, OSError):
+                raise ServerError(f"cannot start {self}: {e.strerror or e}") from None
             raise
-        self._watchdog = _watch(self.proc.pid, self._cleanup)
-        self._finalizer = weakref.finalize(self, _abandoned, self.proc, self._watchdog,
-                                           os.getpid(), self._cleanup, self._log)
+        try:        # from here on the group runs: nothing may fail without stopping it
+            self._watchdog = watch(self.proc.pid, self._cleanup)
+            self._finalizer = weakref.finalize(self, _abandoned, self.proc, self._watchdog,
+                                               os.getpid(), self._cleanup, self._log)
+        except BaseException as e:
+            _abandoned(self.proc, self._watchdog, os.getpid(), self._cleanup, self._log)
+            self._watchdog, self._stopped = None, True
+            if isinstance(e, OSError):
+                raise ServerError(f"cannot start {self}: {e.strerror or e}") from None
+            raise
         return self.proc
 
     def wait_listening(self, timeout: float, announce: Optional[str] = None,
@@ -264,7 +281,7 @@ class Supervised:
         while True:
             if self.proc.poll() is not None:
                 raise ServerError(f"{self.model} exited with status {self.proc.returncode} "
-                                  f"before listening: {self._tail()}")
+                                  f"before listening: {self.last_line()}")
             if self.port is None and announce:
                 m = re.search(announce, self.log())
                 if m:
@@ -275,7 +292,7 @@ class Supervised:
                 return
             if time.monotonic() > deadline:
                 raise ServerError(f"{self.model} did not listen within {timeout:.0f} s; "
-                                  f"its log: {self._tail() or '(empty)'}")
+                                  f"its log: {self.last_line() or '(empty)'}")
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
 
@@ -309,7 +326,8 @@ class Supervised:
             data = self._log.read()
         return data.decode(errors="replace")
 
-    def _tail(self) -> str:
+    def last_line(self) -> str:
+        """The last line of the log that is not blank: why it failed, usually."""
         lines = [ln.strip() for ln in self.log().splitlines() if ln.strip()]
         return lines[-1] if lines else ""
 
@@ -341,8 +359,8 @@ class Supervised:
         finally:
             if self._finalizer is not None:
                 self._finalizer.detach()
-            _dismiss(self._watchdog)
-            self._watchdog = None
+            watchdog, self._watchdog = self._watchdog, None
+            dismiss(watchdog)
 
     def _release(self) -> None:
         """Close everything of ours that pointed at the group, remove its files (idempotent)."""
@@ -367,7 +385,7 @@ class Supervised:
         if died_early is not None and self.clean_exits is not None \
                 and died_early not in self.clean_exits:
             raise ServerError(f"{self} had already exited with status {died_early}: "
-                              f"{self._tail()}")
+                              f"{self.last_line()}")
 
     def __str__(self) -> str:
         return f"the {self.model} {self.kind}"
@@ -378,7 +396,7 @@ class Supervised:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and self.proc is not None and self.proc.poll() not in (None, 0):
             # the block failed, perhaps *because* the group died: say so next to the error
-            note = f"netlab: {self} had exited: {self._tail()}"
+            note = f"netlab: {self} had exited: {self.last_line()}"
             if hasattr(exc, "add_note"):
                 exc.add_note(note)
             else:
@@ -404,11 +422,8 @@ class Helper(Supervised):
         self._stdin, self._text = stdin, text
 
     def start(self) -> "Helper":
-        try:
-            self._spawn(self._argv, stdin=self._stdin, stdout=subprocess.PIPE,
-                        env=python_env(), text=self._text)
-        except OSError as e:
-            raise ServerError(f"cannot start {self}: {e.strerror or e}") from None
+        self._spawn(self._argv, stdin=self._stdin, stdout=subprocess.PIPE, env=python_env(),
+                    text=self._text)
         return self
 
     def output(self, timeout: float):
@@ -417,5 +432,5 @@ class Helper(Supervised):
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise TimeoutError(f"{self} did not finish within {timeout:.0f} s") from None
+            raise HelperTimeout(f"{self} did not finish within {timeout:.0f} s") from None
         return out

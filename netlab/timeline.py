@@ -20,6 +20,7 @@ lesson, not the absolute times.
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from typing import Union
@@ -47,14 +48,17 @@ def record(server: Union[str, object], connections: int = 4, requests: int = 1, 
     whole("connections", connections, 1, MAX_CONNECTIONS)
     whole("requests", requests, 1, 1000)
     start = threading.Barrier(connections + 1)
-    rows, errors = [], []
+    rows, errors, conns, stopping = [], [], [], threading.Event()
 
     def client(index: int) -> None:
         conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        conns.append(conn)
         try:
             conn.connect()
             start.wait(timeout)
             for r in range(requests):
+                if stopping.is_set():
+                    return
                 sent = time.monotonic()
                 conn.request("GET", path, headers={} if r + 1 < requests else
                              {"Connection": "close"})
@@ -67,16 +71,30 @@ def record(server: Union[str, object], connections: int = 4, requests: int = 1, 
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,), name=f"netlab-timeline-{i}")
-               for i in range(connections)]
-    for t in threads:
-        t.start()
+    threads = [threading.Thread(target=client, args=(i,), name=f"netlab-timeline-{i}",
+                                daemon=True) for i in range(connections)]
     try:
-        start.wait(timeout)             # every connection is open: send together
-    except threading.BrokenBarrierError:
-        pass
-    for t in threads:
-        t.join()
+        for t in threads:
+            t.start()
+        try:
+            start.wait(timeout)         # every connection is open: send together
+        except threading.BrokenBarrierError:
+            pass
+        for t in threads:
+            t.join()
+    except BaseException:               # Ctrl-C: no client may go on sending on its own
+        stopping.set()
+        start.abort()
+        for conn in list(conns):
+            if conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)    # wakes a client blocked in recv
+                except OSError:
+                    pass
+        for t in threads:
+            if t.ident is not None:
+                t.join(timeout)
+        raise
     if errors:
         raise NetlabError(f"the timeline's clients failed ({len(errors)} of {connections}): "
                           f"{errors[0]}")

@@ -380,3 +380,29 @@ def test_ab_finds_nothing_listening():
     port = sockets.free_port()
     with pytest.raises(netlab.NetlabError, match="nothing listening"):
         loadtools.ab(f"http://127.0.0.1:{port}/", requests=10)
+
+
+@needs("ab")
+def test_a_load_tool_runs_under_a_watchdog(epoll_server, monkeypatch):
+    """A harness killed mid-load must not leave ab (or wrk) loading for minutes."""
+    calls, real_watch, real_dismiss = [], loadtools.watch, loadtools.dismiss
+
+    def watch(pid, paths=()):
+        calls.append("watch")
+        return real_watch(pid, paths)
+
+    def dismiss(watchdog):
+        calls.append("dismiss" if watchdog is not None else "dismiss nothing")
+        real_dismiss(watchdog)
+
+    monkeypatch.setattr(loadtools, "watch", watch)
+    monkeypatch.setattr(loadtools, "dismiss", dismiss)
+    assert loadtools.ab(epoll_server.url, requests=20, concurrency=2).requests == 20
+    assert calls == ["watch", "dismiss"]
+
+
+def test_a_peer_started_twice_says_so_and_keeps_serving():
+    with peers.http_server() as p:
+        with pytest.raises(netlab.ServerError, match="^the http.server peer was already started"):
+            p.start()
+        assert p.alive and netlab.fetch(p.url).status == 200

@@ -114,3 +114,38 @@ def test_watchdog_stop_says_whether_the_group_is_gone():
     assert proc.returncode == -signal.SIGTERM
     # something that never goes away (here: a predicate that always says alive)
     assert watchdog.stop(proc.pid, 0.05, alive=lambda: True) is False
+
+
+@pytest.mark.skipif(not LINUX, reason="counts a process group in /proc (Linux)")
+@pytest.mark.parametrize("failure", [OSError(24, "Too many open files"), KeyboardInterrupt()])
+def test_a_failure_once_the_group_runs_stops_it(monkeypatch, failure):
+    """The watchdog cannot start (out of fds) or Ctrl-C lands just then: the group already runs,
+    and nothing may be left of it."""
+    seen = []
+
+    def no_watchdog(pgid, paths=()):
+        seen.append(pgid)
+        raise failure
+
+    monkeypatch.setattr(supervisor, "watch", no_watchdog)
+    helper = Helper("probe", "-c", "import time; time.sleep(60)")
+    expected = ServerError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected):
+        helper.start()
+    assert seen and proc_group(seen[0]) == [] and helper.proc.returncode is not None
+    assert helper._log.closed and helper.proc.stdout.closed
+    helper.stop()                           # a no-op: it was stopped already
+
+
+def test_a_second_start_says_so_and_leaves_the_first_running():
+    with Helper("probe", "-c", "import time; time.sleep(60)").start() as child:
+        with pytest.raises(ServerError, match="^the probe helper was already started"):
+            child.start()
+        assert child.alive
+
+
+def test_a_helper_timeout_is_one_sentence():
+    with Helper("sleeper", "-c", "import time; time.sleep(60)").start() as child:
+        with pytest.raises(supervisor.HelperTimeout, match="did not finish within 0 s") as info:
+            child.output(0.1)
+    assert isinstance(info.value, TimeoutError) and isinstance(info.value, ServerError)

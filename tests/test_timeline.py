@@ -125,3 +125,22 @@ def test_requests_held_at_once_are_stacked_inside_their_lane():
         assert abs(y1 - y0) == pytest.approx(0.4)       # one above the other, not on top
     finally:
         plt.close(fig)
+
+
+def test_ctrl_c_leaves_no_client_thread_behind():
+    """Interrupted at any point (here: while its clients wait for a server that never answers),
+    record() takes its client threads down before it lets the KeyboardInterrupt through."""
+    import signal
+    import socket
+    import threading
+    from netlab.monitor import wait_until
+    with socket.create_server(("127.0.0.1", 0)) as silent:     # listens, never accepts
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        main = threading.main_thread().ident                       # a real Ctrl-C: SIGINT to
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))   # main thread
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):      # not woken by it: pytest-timeout fails this
+            timeline.record(url, connections=3, timeout=600)
+        timer.join()
+    assert wait_until(lambda: not [t for t in threading.enumerate()
+                                   if t.name.startswith("netlab-timeline-")], timeout=10)

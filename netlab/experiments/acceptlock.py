@@ -126,10 +126,15 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: netlab\r\nConnection: close\r\n\r\n"
 
 
 def _ask(child, answers, deadline: float, question: bytes = b"") -> dict:
-    if question:
-        child.proc.stdin.write(question)
-        child.proc.stdin.flush()
-    return json.loads(answers.line(deadline))
+    """One answer from the measured server; if it died, one sentence with its last log line."""
+    try:
+        if question:
+            child.proc.stdin.write(question)
+            child.proc.stdin.flush()
+        return json.loads(answers.line(deadline))
+    except (BrokenPipeError, NetlabError) as e:
+        why = child.last_line() or str(e)
+        raise NetlabError(f"the measured prethreaded server failed: {why}") from None
 
 
 def _drive(port: int, connections: int, concurrency: int, deadline: float) -> dict:

@@ -58,25 +58,26 @@ class Peer(Supervised):
         self._retry_port = retry_port
 
     def start(self) -> "Peer":
+        if self.proc is not None:
+            raise ServerError(f"{self} was already started; create a new one")
         attempts = 5 if self._retry_port else 1
-        for attempt in range(attempts):
-            try:
-                self._spawn(self._wrap + self._argv, cwd=self.workdir, env=self._env)
-                ready = self._ready and (lambda: self._ready(self))
-                self.wait_listening(STARTUP_TIMEOUT, self._announce, ready)
-                return self
-            except ServerError:
-                if attempt + 1 < attempts and "Address already in use" in self.log():
-                    self._end(timeout=3.0)     # another program took the port: pick again
-                    self._log.close()
-                    self.proc = None
-                    self.port, self._argv = self._retry_port()
-                    continue
-                self.stop(check=False)
-                raise
-            except BaseException:
-                self.stop(check=False)
-                raise
+        ready = self._ready and (lambda: self._ready(self))
+        try:
+            for attempt in range(attempts):
+                try:
+                    self._spawn(self._wrap + self._argv, cwd=self.workdir, env=self._env)
+                    self.wait_listening(STARTUP_TIMEOUT, self._announce, ready)
+                    return self
+                except ServerError:
+                    if attempt + 1 == attempts or "Address already in use" not in self.log():
+                        raise
+                self._end(timeout=3.0)         # another program took the port: pick again
+                self._log.close()
+                self.proc = None
+                self.port, self._argv = self._retry_port()
+        except BaseException:
+            self.stop(check=False)             # whatever failed, nothing of it is left
+            raise
         raise AssertionError("unreachable")
 
 

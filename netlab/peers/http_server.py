@@ -3,6 +3,7 @@ backlog of 5, HTTP/1.0. It shows where the course starts."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,8 +23,12 @@ def http_server(port: int = 0, *, wrap=None) -> Peer:
         free_port(port)
     workdir = tempfile.mkdtemp(prefix="netlab-http.server-")
     www = Path(workdir, "www")
-    www.mkdir()
-    (www / "index.html").write_bytes(HELLO)
+    try:                            # until a Peer owns the folder, an error must remove it
+        www.mkdir()
+        (www / "index.html").write_bytes(HELLO)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     argv = [sys.executable, "-u", "-m", "http.server", str(port), "--bind", "127.0.0.1",
             "--directory", str(www)]
     return Peer("http.server", argv, port=port, workdir=workdir, wrap=wrap,

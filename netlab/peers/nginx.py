@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,18 +76,30 @@ def nginx(port: int = 0, workers: int = 1, body=None, *, connections: Optional[i
     number("connections", connections, 16, 1_000_000, integer=True)
     exe = need("nginx", "the built-in models run without it")
     nofile = min(max(soft, connections + 32), hard)     # raising past the hard limit fails
-    first = free_port(port)
     wrap = check_wrap(wrap)
+    template = Template((PEERS_DIR / "nginx.conf.template").read_text())
+    version = _nginx_version(exe)
+    first = free_port(port)
     d = tempfile.mkdtemp(prefix="netlab-nginx-")
+    try:                            # until a Peer owns the folder, an error must remove it
+        peer = _configured(d, exe, version, template, answer, file_body, workers, nofile,
+                           connections, first, port, wrap)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    return peer.start()
+
+
+def _configured(d, exe, version, template, answer, file_body, workers, nofile, connections,
+                first, port, wrap) -> Peer:
+    """The nginx Peer for workdir ``d``: its files written, not yet started."""
     os.chmod(d, 0o755)              # the workers (nobody, when we are root) must reach www/
     if file_body is not None:
         os.mkdir(os.path.join(d, "www"))
         Path(d, "www", "body").write_bytes(file_body)
         os.chmod(os.path.join(d, "www"), 0o755)
         os.chmod(os.path.join(d, "www", "body"), 0o644)
-    template = Template((PEERS_DIR / "nginx.conf.template").read_text())
     conf = os.path.join(d, "nginx.conf")
-    version = _nginx_version(exe)
 
     def configure(p: int):
         text = template.substitute(
@@ -110,9 +123,8 @@ def nginx(port: int = 0, workers: int = 1, body=None, *, connections: Optional[i
         return os.path.exists(pidfile) and (not counted or len(proc_group(peer.pid)) >= group)
 
     retry = (lambda: configure(free_port())) if port == 0 else None
-    peer = Peer("nginx", argv, port=chosen, workers=workers, workdir=d, wrap=wrap, ready=ready,
+    return Peer("nginx", argv, port=chosen, workers=workers, workdir=d, wrap=wrap, ready=ready,
                 retry_port=retry)
-    return peer.start()
 
 
 _nginx_versions: dict = {}

@@ -5,9 +5,9 @@ Used by the models that fork (forking, preforked, reuseport) and by the event-lo
 classic layout).
 
 Stopping from the inside lives here too: ``stop_children`` and ``stop_own_group`` run in the
-server process, which cannot use ``netlab.supervisor`` (the harness's way, and the watchdog's):
-they signal their own children or group but must spare themselves, and reap with waitpid(), as
-only a parent can.
+server process, which cannot stop its group the way ``netlab.supervisor`` and its watchdog do
+from outside: they signal their own children or group but must spare themselves, and reap
+with waitpid(), as only a parent can.
 """
 
 from __future__ import annotations
