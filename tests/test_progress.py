@@ -70,3 +70,15 @@ def test_in_jupyter_a_bar_counts_the_steps_done(monkeypatch):
     assert made.n == 2 and made.closed               # both steps started are done
     assert made.postfix == ["epoll, K = 0", "epoll, K = 1,000"]
     assert made.written == ["a line above the bar"]
+
+
+def test_an_interrupted_step_is_not_counted_done(monkeypatch):
+    monkeypatch.setattr(progress_mod, "in_notebook", lambda: True)
+    monkeypatch.setitem(sys.modules, "tqdm.notebook", types.SimpleNamespace(tqdm=FakeBar))
+    with pytest.raises(KeyboardInterrupt):
+        with Progress(True, 3, "sweep") as bar:
+            bar.step("one")
+            bar.step("two")
+            raise KeyboardInterrupt
+    made = FakeBar.made[-1]
+    assert made.n == 1 and made.closed          # "one" is done, "two" was interrupted
