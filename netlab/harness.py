@@ -95,6 +95,8 @@ def measure(server, concurrency: int = 10, requests: Optional[int] = None,
                 "numbers are disturbed: rerun on a quieter machine")
     wl = getattr(server, "workload", None)
     workload = wl.as_dict() if hasattr(wl, "as_dict") else {}
+    if not workload.get("trace"):       # instrumentation, not load: a column only when it was on
+        workload.pop("trace", None)
     return Result(model=getattr(server, "model", "server"), workload=workload, load=lr,
                   server=usage, limited_by=verdict, why=why, machine=machine(),
                   when=datetime.datetime.now().isoformat(timespec="seconds"), repeat=repeat,
