@@ -356,13 +356,6 @@ def test_wrk_against_netlab(epoll_server, keepalive):
     assert os.sched_getaffinity(0) == before            # pinning wrk did not pin us
 
 
-@needs("wrk")
-def test_wrk_finds_nothing_listening():
-    port = sockets.free_port()
-    with pytest.raises(netlab.NetlabError, match="nothing listening"):
-        loadtools.wrk(f"http://127.0.0.1:{port}/", duration=1)
-
-
 @needs("ab")
 @pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "close"])
 def test_ab_against_netlab(epoll_server, keepalive):
@@ -375,11 +368,13 @@ def test_ab_against_netlab(epoll_server, keepalive):
     assert nan(r.p999_ms)
 
 
-@needs("ab")
-def test_ab_finds_nothing_listening():
+@pytest.mark.parametrize("tool,kwargs", [("wrk", dict(duration=1)), ("ab", dict(requests=10))])
+def test_a_load_tool_finds_nothing_listening(tool, kwargs):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
     port = sockets.free_port()
     with pytest.raises(netlab.NetlabError, match="nothing listening"):
-        loadtools.ab(f"http://127.0.0.1:{port}/", requests=10)
+        getattr(loadtools, tool)(f"http://127.0.0.1:{port}/", **kwargs)
 
 
 @needs("ab")
