@@ -16,6 +16,7 @@ SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]-*.ipynb")
 STUDENTS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 ABSOLUTE_PATH = re.compile(r"(/root/|/home/\w|/Users/\w|/work/|[A-Z]:\\\\Users)")
 sys.path.insert(0, str(ROOT / "tools"))
+import execute_notebooks  # noqa: E402
 import student_copies  # noqa: E402
 
 
@@ -63,6 +64,26 @@ def test_student_copies_hold_no_outputs(path):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
     assert "widgets" not in nb.get("metadata", {})
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
+def test_each_notebook_says_its_measured_run_time_at_the_top(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    first = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert re.search(r"^\*\*Run time:\*\* about \d+ (s|min) in class mode", "".join(first["source"]),
+                     re.M), f"{path.name}: run `make notebooks`, which measures and states it"
+
+
+def test_the_run_time_line_is_replaced_not_repeated(tmp_path):
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# Title\n", "Intro."]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps(nb))
+    execute_notebooks.stamp_run_time(str(path), 42.0)
+    execute_notebooks.stamp_run_time(str(path), 200.0)
+    text = "".join(json.loads(path.read_text())["cells"][0]["source"])
+    assert text.startswith("# Title\nIntro.\n\n**Run time:** about 3 min in class mode")
+    assert text.count("Run time") == 1
 
 
 def test_the_generator_keeps_the_scaffold_and_removes_the_answer():
