@@ -69,7 +69,8 @@ class Progress:
     def close(self, finished: bool = True) -> None:
         """End the bar; the step under way counts as done only if ``finished``."""
         if self._bar is not None:
-            self._bar.update(self.started - (not finished) - self._bar.n)
+            done = self.started if finished else max(0, self.started - 1)
+            self._bar.update(done - self._bar.n)
             self._bar.close()
             self._bar = None
 

@@ -82,3 +82,12 @@ def test_an_interrupted_step_is_not_counted_done(monkeypatch):
             raise KeyboardInterrupt
     made = FakeBar.made[-1]
     assert made.n == 1 and made.closed          # "one" is done, "two" was interrupted
+
+
+def test_an_interruption_before_any_step_counts_nothing(monkeypatch):
+    monkeypatch.setattr(progress_mod, "in_notebook", lambda: True)
+    monkeypatch.setitem(sys.modules, "tqdm.notebook", types.SimpleNamespace(tqdm=FakeBar))
+    with pytest.raises(KeyboardInterrupt):
+        with Progress(True, 3, "sweep"):
+            raise KeyboardInterrupt
+    assert FakeBar.made[-1].n == 0 and FakeBar.made[-1].closed
