@@ -12,6 +12,12 @@ Import the one you need (``from netlab.experiments import fdbench``); this packa
 none of them, so loading one never pays for the others.
 """
 
+import os
+import select
+import time
+
+from ..servers import NetlabError
+
 
 def command(subparsers, name: str, help: str, arguments, run) -> None:
     """Add one experiment's subcommand to ``python -m netlab``."""
@@ -46,10 +52,6 @@ class LineReader:
     def read(self, n: int, deadline: float) -> list:
         """The next ``n`` lines (text); NetlabError when ``deadline`` (monotonic) passes or the
         writer closes the pipe first."""
-        import os
-        import select
-        import time
-        from ..servers import NetlabError
         while self.buf.count(b"\n") < n:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fd], [], [], left)[0]:
