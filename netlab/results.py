@@ -276,3 +276,42 @@ def spread_warning(values, threshold: float = 0.2) -> Optional[str]:
         return (f"repeats disagree by {spread:.0%} (more than {threshold:.0%}): the machine is "
                 f"noisy; trust shapes and ratios, rerun with more repeats for single numbers")
     return None
+
+
+# column -> header with its unit, for tables shown to students (unknown columns keep their name)
+UNITS = {
+    "rps": "req/s", "mean_ms": "mean (ms)", "p50_ms": "p50 (ms)", "p90_ms": "p90 (ms)",
+    "p99_ms": "p99 (ms)", "p999_ms": "p99.9 (ms)", "max_ms": "max (ms)",
+    "duration_s": "duration (s)", "concurrency": "clients", "requests": "requests ok",
+    "errors": "errors", "backend_ms": "backend (ms)", "cpu_us": "handler CPU (µs)",
+    "body_bytes": "body (bytes)", "client_cpu_s": "client CPU (s)",
+    "server_cpu_s": "server CPU (s)", "server_cpu_us_per_req": "server CPU / req (µs)",
+    "ctx_per_req": "context switches / req", "rss_kb_per_conn": "RSS / conn (kB)",
+    "server_rss_peak_mb": "server RSS peak (MB)", "server_procs_max": "processes (peak)",
+    "server_threads_max": "threads (peak)", "server_fds_max": "fds (peak)",
+    "limited_by": "limited by",
+}
+
+
+def sig(x, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits with thousands separators and no exponent:
+    1656.952133 -> '1,660', 0.0123456 -> '0.0123'; an int, a count, stays exact. Why: a table of raw floats claims a
+    precision no run here has, and hides the shape behind the decimals."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        return "" if x != x else str(x)
+    if isinstance(x, int):              # a count is exact
+        return f"{x:,}"
+    rounded = float(f"{x:.{digits}g}")
+    decimals = max(0, digits - 1 - int(f"{rounded:e}".split("e")[1])) if rounded else 0
+    return f"{rounded:,.{decimals}f}"
+
+
+def table(df, columns=None, digits: int = 3, units: Optional[Mapping] = None):
+    """A DataFrame for reading, not computing: the chosen ``columns``, headers that name their
+    units (``UNITS``, plus ``units`` for a notebook's own columns) and every number at ``digits``
+    significant digits. Keep the numeric frame for arithmetic; show this one."""
+    names = {**UNITS, **(units or {})}
+    shown = df[list(columns)] if columns is not None else df
+    out = shown.apply(lambda col: col.map(lambda v: sig(v.item() if hasattr(v, "item") else v,
+                                                        digits)))
+    return out.rename(columns=lambda c: names.get(c, c))

@@ -113,3 +113,65 @@ def test_the_generator_keeps_the_scaffold_and_removes_the_answer():
     assert c4["outputs"] == [] and c4["execution_count"] is None    # no answer before a guess
     with pytest.raises(ValueError):
         student_copies._strip_code(["### BEGIN SOLUTION", "x"])
+
+
+import lesson_form  # noqa: E402
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
+def test_each_notebook_has_the_lesson_form(path):
+    """A short core path that opens with objectives and closes with the recap, only the model's
+    own code listed, and every measurement on it predicted first (tools/lesson_form.py)."""
+    import netlab
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    found = lesson_form.problems(nb, {m.name for m in netlab.models()})
+    assert not found, f"{path.name}:\n  " + "\n  ".join(found)
+
+
+def _cell(kind, text, id=None, tags=()):
+    cell = {"cell_type": kind, "metadata": {"tags": list(tags)} if tags else {}, "source": text}
+    if id:
+        cell["id"] = id
+    if kind == "code":
+        cell.update(outputs=[], execution_count=None)
+    return cell
+
+
+def _lesson(*middle):
+    return {"cells": [_cell("markdown", "# T\n**By the end you can:**\n- a"), *middle,
+                      _cell("markdown", "## Recap", "recap-md"), _cell("code", "print(1)", "recap-code"),
+                      _cell("markdown", "## Going further\nanything"),
+                      _cell("code", "netlab.measure(srv, 1)\nnetlab.source(helper)")]}
+
+
+PREDICT = "# your guess\n### BEGIN SOLUTION\npredicted_rps = 100\n### END SOLUTION"
+
+
+def test_the_lesson_form_wants_a_prediction_before_each_measurement():
+    ok = _lesson(_cell("code", PREDICT), _cell("code", "r = netlab.measure(srv, 4)\nprint(predicted_rps, r)"))
+    assert lesson_form.problems(ok, {"epoll"}) == []
+    unpredicted = _lesson(_cell("code", "r = netlab.measure(srv, 4)"))
+    assert "measures without a prediction" in lesson_form.problems(unpredicted)[0]
+    # one prediction does not cover two measurements
+    reused = _lesson(_cell("code", PREDICT), _cell("code", "netlab.measure(s, 1), predicted_rps"),
+                     _cell("code", "netlab.sweep(['epoll']), predicted_rps"))
+    assert [p[:7] for p in lesson_form.problems(reused)] == ["cell 3 "]
+    # a prediction after its measurement, or one whose answer the student's copy would show
+    late = _lesson(_cell("code", "netlab.measure(s, 1), predicted_rps"), _cell("code", PREDICT))
+    assert lesson_form.problems(late)
+    spoiled = _lesson(_cell("code", "predicted_rps = 100"), _cell("code", "netlab.measure(s, 1), predicted_rps"))
+    assert any("outside a SOLUTION block" in p for p in lesson_form.problems(spoiled))
+    widget = _lesson(_cell("code", "interact(lambda: netlab.measure(s, 1))", tags=["widget"]))
+    assert lesson_form.problems(widget) == []
+
+
+def test_the_lesson_form_bounds_the_core_path_and_its_listings():
+    long = _lesson(*[_cell("markdown", "word " * 60) for _ in range(lesson_form.MAX_CELLS)])
+    found = lesson_form.problems(long)
+    assert any("cells (at most" in p for p in found) and any("words of prose" in p for p in found)
+    assert lesson_form.problems(_lesson(_cell("code", 'netlab.source("epoll")')), {"epoll"}) == []
+    assert lesson_form.problems(_lesson(_cell("code", 'netlab.source("nope")')), {"epoll"})
+    assert lesson_form.problems(_lesson(_cell("code", "netlab.source(forks.fork_child)")))
+    no_recap = _lesson()
+    no_recap["cells"] = no_recap["cells"][:1] + no_recap["cells"][3:]
+    assert any("recap" in p for p in lesson_form.problems(no_recap))

@@ -124,3 +124,24 @@ def test_limited_by_counts_only_the_cores_other_processes_left():
     verdict, why = limited_by(1.0, 0.05, 1, 0.2, 1, cpus=2, others_cores=1.8)
     assert verdict == results.CLIENT_CPU and "other processes left" in why
     assert "used 5% of its 1" in why          # percentages stay of the side's own cores
+
+
+def test_sig_rounds_to_significant_digits_and_keeps_counts_exact():
+    assert results.sig(1656.952133) == "1,660"
+    assert results.sig(0.0123456) == "0.0123"
+    assert results.sig(99.95) == "100"
+    assert results.sig(-0.7) == "-0.700"
+    assert results.sig(2.5, digits=2) == "2.5"
+    assert results.sig(123456) == "123,456"          # an int is a count
+    assert results.sig(float("nan")) == "" and results.sig("epoll") == "epoll"
+
+
+def test_table_names_units_and_formats_every_number():
+    import pandas as pd
+    df = pd.DataFrame({"model": ["epoll", "poll"], "rps": [1656.952133, 23.456],
+                       "p99_ms": [0.51234, 12.0], "requests": [10, 2000], "mine": [1.23456, 2.0]})
+    t = results.table(df, ["model", "rps", "p99_ms", "requests", "mine"], units={"mine": "mine (s)"})
+    assert list(t.columns) == ["model", "req/s", "p99 (ms)", "requests ok", "mine (s)"]
+    assert t.iloc[0].tolist() == ["epoll", "1,660", "0.512", "10", "1.23"]
+    assert t.iloc[1].tolist() == ["poll", "23.5", "12.0", "2,000", "2.00"]
+    assert df["rps"].dtype.kind == "f"                # the numeric frame is left alone
