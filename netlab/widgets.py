@@ -43,7 +43,9 @@ def values_at(n, measured=None, reference=None):
     ``here_s_per_100k`` (CPU s per 100k waits measured here at n, or interpolated on a log-log
     line between two points measured here; NaN otherwise, ``here_how`` says why) and
     ``tlpi_s_per_100k`` (TLPI table 63-9's, with ``tlpi_how``: its row, interpolated, or
-    extrapolated past its last row)."""
+    extrapolated past its last row). Where n itself was measured, ``here_repeats`` and
+    ``here_spread`` say how many runs its median comes from and how far apart they were
+    ((max - min) / median; NaN elsewhere): one run's number on a shared machine is noisy."""
     import pandas as pd
     ref = fdbench.reference() if reference is None else reference
     mine_all = pd.DataFrame(columns=fdbench.COLUMNS) if measured is None else measured
@@ -57,25 +59,32 @@ def values_at(n, measured=None, reference=None):
         walls = mine[(mine["status"] != "measured") & (mine["fds"] <= n)]
         wall = walls["reason"].iloc[0] if len(walls) else (
             fdbench.FD_SETSIZE_REASON if mech == "select" and n >= fdbench.FD_SETSIZE else "")
+        repeats = spread = float("nan")
         if how == "exact":
             how = "measured"
+            at = mine[(mine["status"] == "measured") & (mine["fds"] == n)].iloc[0]
+            repeats, spread = at.get("repeats", float("nan")), at.get("spread", float("nan"))
         elif not how or wall:
             value, how = float("nan"), f"not possible here: {wall}" if wall else \
                 "not measured near this N (use the button)"
         rows.append(dict(mechanism=mech, fds=n, here_s_per_100k=value,
                          here_us_per_wait=value * 10, here_how=how, tlpi_s_per_100k=book,
-                         tlpi_how=BOOK_HOW.get(book_how, "")))
+                         tlpi_how=BOOK_HOW.get(book_how, ""), here_repeats=repeats,
+                         here_spread=spread))
     return pd.DataFrame(rows)
 
 
 class FdExplorer(widgets.VBox):
     """A log slider over N, the select/poll/epoll figure marked at N, the values at N, and a
-    button that measures at N now. Pieces: ``.slider``, ``.button``, ``.output``, ``.status``;
-    what is shown: ``.figure``, ``.values``, ``.measured``."""
+    button that measures at N now (``repeats`` runs per point, their median and spread shown).
+    Pieces: ``.slider``, ``.button``, ``.output``, ``.status``; what is shown: ``.figure``,
+    ``.values``, ``.measured``."""
 
-    def __init__(self, measured=None, reference=None):
+    def __init__(self, measured=None, reference=None, repeats=1):
         from .env import fd_limit
-        self.measured = fdbench.measure(progress=True) if measured is None else measured
+        self.repeats = repeats
+        self.measured = fdbench.measure(progress=True, repeats=repeats) if measured is None \
+            else measured
         self.measured = self.measured[self.measured["source"] == "measured"]
         self.reference = fdbench.reference() if reference is None else reference
         limit = (fd_limit() or (0, 0))[0]
@@ -135,7 +144,7 @@ class FdExplorer(widgets.VBox):
         self.button.disabled = True
         self.status.value = f"measuring select, poll and epoll at {n:,} fds…"
         try:
-            new = fdbench.measure(sizes=[n])
+            new = fdbench.measure(sizes=[n], repeats=self.repeats)
         except NetlabError as e:
             self.status.value = f"could not measure: {e}"
             return
@@ -147,13 +156,16 @@ class FdExplorer(widgets.VBox):
             ["fds"], kind="stable", ignore_index=True)
         self.measured.attrs = attrs
         done = new[new["status"] == "measured"]
+        runs = f" (median of {self.repeats} runs, spread " if self.repeats > 1 else ""
         self.status.value = f"measured at {n:,} fds: " + ", ".join(
-            f"{r.mechanism} {r.cpu_s_per_100k:.3g} s" for r in done.itertuples()) + (
+            f"{r.mechanism} {r.cpu_s_per_100k:.3g} s"
+            + (f"{runs}{r.spread:.0%})" if runs else "") for r in done.itertuples()) + (
             " per 100k waits" if len(done) else "nothing (see the values table for why)")
         self.refresh()
 
 
-def fd_explorer(measured=None, reference=None) -> FdExplorer:
+def fd_explorer(measured=None, reference=None, repeats=1) -> FdExplorer:
     """The fd-scaling explorer (TLPI 63-9, live): ``measured`` from ``fdbench.measure()``
-    (measured now if not given), ``reference`` from ``fdbench.reference()``."""
-    return FdExplorer(measured, reference)
+    (measured now if not given), ``reference`` from ``fdbench.reference()``; the button
+    measures each point ``repeats`` times."""
+    return FdExplorer(measured, reference, repeats)

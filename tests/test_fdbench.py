@@ -100,6 +100,64 @@ def test_epoll_stays_flat(quick):
     assert cost(quick, "epoll", max(fdbench.QUICK_SIZES)) <= 3 * cost(quick, "epoll", 10)
 
 
+def test_one_repeat_is_todays_row_plus_repeats_and_spread(quick):
+    ok = quick[quick["status"] == "measured"]
+    assert (ok["repeats"] == 1).all() and (ok["spread"] == 0).all()
+    assert all(runs == (cpu,) for runs, cpu in zip(ok["cpu_s_runs"], ok["cpu_s_per_100k"]))
+    refused = quick[quick["status"] == "refused"]
+    assert (refused["repeats"] == 0).all() and refused["spread"].isna().all()
+    assert quick.attrs["repeats"] == 1
+
+
+def test_repeats_give_medians_spread_and_every_run(monkeypatch):
+    """Each point runs `repeats` times, in turn (all points once, then again), each run in its
+    own worker; the numbers are the medians, `spread` is (max - min) / median of the CPU; a
+    refused point is tried once."""
+    calls = []
+    cpu = {("poll", 10): [4.0, 1.0, 2.0], ("poll", 100): [10.0, 30.0, 20.0]}
+
+    def fake(mechanism, fds, budget):
+        calls.append((mechanism, fds))
+        if mechanism == "select":
+            return dict(status="refused", reason=fdbench.FD_SETSIZE_REASON)
+        run = sum(c == (mechanism, fds) for c in calls) - 1
+        s = cpu[mechanism, fds][run]                  # CPU seconds for 100k ops: 3/4 of it sys
+        return dict(status="measured", ops=100_000 + run, user_s=s / 4, sys_s=s * 3 / 4,
+                    wall_s=s, ready_by="eventfd")
+
+    monkeypatch.setattr(fdbench, "_spawn", fake)
+    lines = []
+    df = fdbench.measure(sizes=[100, 10], mechanisms=["poll", "select"], budget=0.1, repeats=3,
+                         progress=lines.append)
+    assert calls == [("poll", 10), ("poll", 100), ("select", 10), ("select", 100),
+                     ("poll", 10), ("poll", 100), ("poll", 10), ("poll", 100)]
+    assert len(lines) == 12 and "(repeat 3 of 3)" in lines[-1]
+    assert list(df.columns) == fdbench.COLUMNS and df.attrs["repeats"] == 3
+    at = df.set_index(["mechanism", "fds"])
+    p10, p100 = at.loc[("poll", 10)], at.loc[("poll", 100)]
+    assert p10.repeats == 3 and p10.cpu_s_runs == pytest.approx((4.0, 1.0, 2.0), rel=1e-4)
+    assert p10.cpu_s_per_100k == pytest.approx(2.0, rel=1e-4)       # the median, not the mean
+    assert p10.us_per_op == pytest.approx(20.0, rel=1e-4)
+    assert p10.sys_s_per_100k == pytest.approx(1.5, rel=1e-4) and p10.sys_share == pytest.approx(0.75)
+    assert p10.spread == pytest.approx((4.0 - 1.0) / 2.0, rel=1e-4)
+    assert p100.cpu_s_per_100k == pytest.approx(20.0, rel=1e-4) and p100.ops == 100_001
+    assert p100.spread == pytest.approx(1.0, rel=1e-4)
+    sel = at.loc[("select", 10)]
+    assert sel.status == "refused" and sel.repeats == 0 and math.isnan(sel.spread)
+
+
+def test_repeats_of_a_real_run(monkeypatch):
+    monkeypatch.setenv("NETLAB_QUICK", "1")
+    df = fdbench.measure(sizes=[10, 1000], mechanisms="poll", budget=0.05, repeats=3)
+    for r in df.itertuples():
+        runs = sorted(r.cpu_s_runs)
+        assert r.status == "measured" and r.repeats == 3 and len(runs) == 3
+        assert r.cpu_s_per_100k == runs[1]
+        assert r.spread == pytest.approx((runs[2] - runs[0]) / runs[1])
+    # the ratio between the two points holds however noisy each value is (margins: a 2-core VM)
+    assert cost(df, "poll", 1000) >= 3 * cost(df, "poll", 10)
+
+
 def test_select_is_refused_past_fd_setsize(quick):
     assert cost(quick, "select", 1000) > 0
     row = quick[(quick["mechanism"] == "select") & (quick["fds"] == 2000)].iloc[0]
@@ -175,7 +233,8 @@ def test_a_missing_mechanism_is_unavailable_with_the_reason(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs", [dict(mechanisms=["kqueue"]), dict(sizes=[0]), dict(sizes=[]),
-                                    dict(sizes=[10.5]), dict(budget=0), dict(budget="1")])
+                                    dict(sizes=[10.5]), dict(budget=0), dict(budget="1"),
+                                    dict(repeats=0), dict(repeats=2.0), dict(repeats=True)])
 def test_bad_arguments_are_one_sentence(kwargs):
     with pytest.raises(NetlabError):
         fdbench.measure(**kwargs)
@@ -219,15 +278,31 @@ def test_plot_draws_measured_solid_reference_dashed_refused_and_mark(quick):
         plt.close(fig)
 
 
+def test_plot_draws_each_points_repeats_as_a_bar(monkeypatch):
+    monkeypatch.setenv("NETLAB_QUICK", "1")
+    df = fdbench.measure(sizes=[10, 100], mechanisms="poll", budget=0.02, repeats=3)
+    fig = fdbench.plot(df)
+    try:
+        bars = [c for c in fig.axes[0].collections if c.get_gid() == "spread"]
+        assert len(bars) == 1 and len(bars[0].get_segments()) == 2
+        for seg, runs in zip(bars[0].get_segments(), df["cpu_s_runs"]):
+            assert seg[0][1] == pytest.approx(min(runs)) and seg[1][1] == pytest.approx(max(runs))
+    finally:
+        plt.close(fig)
+
+
 def test_values_at_keeps_this_machine_and_the_book_apart():
     import pandas as pd
     rows = [dict(mechanism="poll", fds=n, cpu_s_per_100k=v, status="measured", reason="",
-                 source="measured") for n, v in ((10, 1.0), (1000, 100.0))]
+                 source="measured", repeats=1, spread=0.0) for n, v in ((10, 1.0), (1000, 100.0))]
     rows.append(dict(mechanism="select", fds=2000, cpu_s_per_100k=float("nan"),
                      status="refused", reason=fdbench.FD_SETSIZE_REASON, source="measured"))
     df = pd.DataFrame(rows, columns=fdbench.COLUMNS)
+    at = values_at(1000, df).set_index("mechanism")
+    assert at.loc["poll", "here_how"] == "measured" and at.loc["poll", "here_repeats"] == 1
+    assert at.loc["poll", "here_spread"] == 0
     at = values_at(100, df).set_index("mechanism")
-    assert at.loc["poll", "here_how"] == "interpolated"
+    assert at.loc["poll", "here_how"] == "interpolated" and math.isnan(at.loc["poll", "here_spread"])
     assert at.loc["poll", "here_s_per_100k"] == pytest.approx(10.0)
     assert at.loc["poll", "tlpi_s_per_100k"] == 2.9 and at.loc["poll", "tlpi_how"] == "the book's row"
     # not measured here: the book's value stays in the book's column, never in this machine's
@@ -265,6 +340,25 @@ def test_widget_slider_replots_and_button_measures(quick, monkeypatch, capsys):
     capsys.readouterr()
 
 
+def test_widget_button_measures_each_point_repeats_times(quick, monkeypatch):
+    runs = []
+
+    def fake(mechanism, fds, budget):
+        runs.append((mechanism, fds))
+        s = 1.0 + len(runs) % 2          # 2, 1, 2, ... CPU s per 100k waits: each point varies
+        return dict(status="measured", ops=100_000, user_s=0.0, sys_s=s, ready_by="eventfd")
+
+    monkeypatch.setattr(fdbench, "_spawn", fake)
+    w = fd_explorer(quick, repeats=3)
+    w.slider.value = 40
+    w.button.click()
+    assert len(runs) == 9 and set(runs) == {(m, 40) for m in fdbench.MECHANISMS}
+    v = w.values.set_index("mechanism")
+    assert (v["here_how"] == "measured").all() and (v["here_repeats"] == 3).all()
+    assert (v["here_spread"] > 0).all() and "median of 3 runs, spread" in w.status.value
+    plt.close("all")
+
+
 def cli_args(*argv):
     p = _Parser(prog="python -m netlab")
     fdbench.add_cli(p.add_subparsers(dest="command", parser_class=_Parser))
@@ -283,6 +377,13 @@ def test_cli_json_and_table(capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "CPU seconds per 100,000 waits" in out and fdbench.FD_SETSIZE_REASON in out
+
+
+def test_cli_repeats_show_the_spread(capsys):
+    args = cli_args("--sizes", "10", "--mechanisms", "epoll", "--budget", "0.05", "--repeats", "2")
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "median of 2 repeats" in out and "spread" in out and "%" in out.splitlines()[-1]
 
 
 def test_cli_mistakes_are_one_line(capsys):

@@ -14,6 +14,11 @@ or a kernel holding hundreds of sockets starts it: the lowest free numbers, from
 ``select()`` can watch 1,000 of them (its limit, FD_SETSIZE, is on fd *numbers*). Python adds
 a few microseconds per operation that C does not, so small N reads higher than the book; the
 growth with N is the kernel's, and that is what to compare.
+
+One run's absolute number is noisy on a shared machine: poll at 10,000 fds measured 96-141 CPU s
+per 100k waits in seven runs here within half a minute, while the ratio to 15,000 fds, run next
+to it each time, stayed near 1.5. ``measure(repeats=k)`` runs each point k times, each in a fresh
+worker, and reports the median, the spread and every run's value.
 """
 
 # Only the standard library at the top: the worker child runs this file alone (python -I).
@@ -34,8 +39,18 @@ FD_SETSIZE = 1024
 FD_SETSIZE_REASON = "FD_SETSIZE is 1024: select() cannot watch fd numbers ≥ 1024"
 TLPI = "TLPI 63-9 (Linux 2.6.25)"
 COLUMNS = ["mechanism", "fds", "ops", "user_s_per_100k", "sys_s_per_100k", "cpu_s_per_100k",
-           "us_per_op", "sys_share", "status", "reason", "source"]
+           "us_per_op", "sys_share", "status", "reason", "source", "repeats", "spread",
+           "cpu_s_runs"]
 COLORS = {"select": "tab:blue", "poll": "tab:orange", "epoll": "tab:green"}
+# headers for netlab.results.table(df, columns, units=UNITS): this machine's and the book's apart
+UNITS = {"fds": "fds (N)", "ops": "waits per run", "user_s_per_100k": "user (s/100k)",
+         "sys_s_per_100k": "sys (s/100k)", "cpu_s_per_100k": "CPU (s/100k waits)",
+         "us_per_op": "µs per wait", "sys_share": "kernel share", "repeats": "runs",
+         "spread": "spread (max-min)/median", "spread_pct": "spread (%)",
+         "reason": "why not measured", "here_s_per_100k": "here (s/100k)",
+         "here_us_per_wait": "here (µs per wait)", "here_how": "here: how",
+         "here_spread": "here: spread (max-min)/median",
+         "tlpi_s_per_100k": "TLPI, the book's (s/100k)", "tlpi_how": "the book's value: how"}
 _MARGIN = 16                                 # fds a worker holds besides the N it watches
 ONE = (1).to_bytes(8, sys.byteorder)         # an eventfd takes an 8-byte count; a pipe, any bytes
 
@@ -175,16 +190,48 @@ def _row(mechanism, fds, res):
     per100k = (lambda s: s / ops * 1e5) if ops else (lambda s: nan)
     user, sys_ = per100k(res.get("user_s", nan)), per100k(res.get("sys_s", nan))
     cpu = user + sys_
+    measured = res["status"] == "measured"
     return dict(mechanism=mechanism, fds=fds, ops=ops, user_s_per_100k=user,
                 sys_s_per_100k=sys_, cpu_s_per_100k=cpu, us_per_op=cpu * 10,
                 sys_share=sys_ / cpu if cpu > 0 else nan, status=res["status"],
-                reason=res.get("reason", ""), source="measured")
+                reason=res.get("reason", ""), source="measured", repeats=int(measured),
+                spread=0.0 if measured else nan, cpu_s_runs=(cpu,) if measured else ())
 
 
-def measure(sizes=None, mechanisms=MECHANISMS, budget=None, progress=False):
+def _median(values):
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def _combine(rows):
+    """One row from a point's repeats: each number the median of the measured repeats; ``spread``
+    is (max - min) / median of their CPU per 100k waits; ``cpu_s_runs`` every repeat's, in the
+    order they ran. A point none of whose repeats was measured keeps the first one's status."""
+    ok = [r for r in rows if r["status"] == "measured"]
+    if not ok:
+        return rows[0]
+    runs = tuple(r["cpu_s_per_100k"] for r in ok)
+    out = dict(ok[0])
+    for col in ("user_s_per_100k", "sys_s_per_100k", "cpu_s_per_100k"):
+        out[col] = _median([r[col] for r in ok])
+    cpu, nan = out["cpu_s_per_100k"], float("nan")
+    out.update(ops=int(_median([r["ops"] for r in ok])), us_per_op=cpu * 10,
+               sys_share=out["sys_s_per_100k"] / cpu if cpu > 0 else nan, repeats=len(ok),
+               spread=(max(runs) - min(runs)) / cpu if cpu > 0 else nan, cpu_s_runs=runs)
+    return out
+
+
+def measure(sizes=None, mechanisms=MECHANISMS, budget=None, progress=False, repeats=1):
     """Measure each mechanism at each number of fds; a DataFrame, a row per point.
 
-    ``budget`` is the CPU seconds measured per point (quick mode: 0.2, class: 1.5).
+    ``budget`` is the CPU seconds measured per point and repeat (quick mode: 0.2, class: 1.5).
+    ``repeats``: each point is measured that many times, each time in a fresh worker, and the
+    repeats go round the points in turn (all points once, then all again...), so a burst of load
+    from a neighbour lands on one repeat of several points rather than on every repeat of one.
+    The numbers are then the medians of the repeats; ``repeats`` says how many were measured,
+    ``spread`` is (max - min) / median of their CPU per 100k waits (0 for a single run) and
+    ``cpu_s_runs`` holds each repeat's value. A refused point is tried once.
     ``progress``: True shows a bar in Jupyter and a line per point elsewhere; a function gets
     each line instead.
     """
@@ -204,20 +251,31 @@ def measure(sizes=None, mechanisms=MECHANISMS, budget=None, progress=False):
     if not isinstance(budget, (int, float)) or not 0 < budget <= 600:
         raise NetlabError(f"budget is CPU seconds per point, more than 0 and at most 600, "
                           f"not {budget!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 50:
+        raise NetlabError(f"repeats is how many times each point is measured, a whole number "
+                          f"from 1 to 50, not {repeats!r}")
     from ..progress import Progress
-    rows, ready_by, sizes = [], "", sorted(set(sizes))
-    with Progress(progress, len(mechanisms) * len(sizes), "fdbench") as bar:
-        for mech in mechanisms:
-            why = _unavailable(mech)
-            for n in sizes:
-                bar.step(f"{mech}, {n:,} fds")
-                res = dict(status="unavailable", reason=why) if why else _spawn(mech, n, budget)
+    ready_by, sizes = "", sorted(set(sizes))
+    points = [(mech, n) for mech in mechanisms for n in sizes]
+    runs = {p: [] for p in points}
+    why = {mech: _unavailable(mech) for mech in mechanisms}
+    with Progress(progress, len(points) * repeats, "fdbench") as bar:
+        for r in range(repeats):
+            for mech, n in points:
+                done = runs[mech, n]
+                again = f" (repeat {r + 1} of {repeats})" if repeats > 1 else ""
+                bar.step(f"{mech}, {n:,} fds{again}")
+                if done and done[0]["status"] in ("refused", "unavailable"):
+                    continue                   # it would be again
+                res = dict(status="unavailable", reason=why[mech]) if why[mech] \
+                    else _spawn(mech, n, budget)
                 ready_by = res.get("ready_by", ready_by)
-                rows.append(_row(mech, n, res))
-    df = pd.DataFrame(rows, columns=COLUMNS)
+                done.append(_row(mech, n, res))
+    df = pd.DataFrame([_combine(runs[p]) for p in points], columns=COLUMNS)
     m = machine()
     df.attrs.update(machine=f"{m['system']} {m['kernel']}, Python {m['python']}, "
-                            f"{m['cpus']} cores", budget_s=budget, ready_by=ready_by)
+                            f"{m['cpus']} cores", budget_s=budget, ready_by=ready_by,
+                    repeats=repeats)
     return df
 
 
@@ -229,7 +287,8 @@ def reference():
     rows = [dict(mechanism=m, fds=int(n), ops=100_000, cpu_s_per_100k=float(s),
                  us_per_op=float(s) * 10, status="measured", source=TLPI,
                  reason="FD_SETSIZE raised to 16,384 in glibc" if m == "select"
-                 and n >= FD_SETSIZE else "")
+                 and n >= FD_SETSIZE else "", repeats=float("nan"),
+                 spread=float("nan"), cpu_s_runs=())
             for m in MECHANISMS for n, s in zip(book["fds"], book[f"{m}_s"])]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -252,8 +311,9 @@ def table(measured=None, wide=False):
 
 
 def plot(df, ax=None, mark=None, tlpi=True):
-    """Log-log CPU s per 100k waits against N: measured solid, TLPI dashed (added if ``df`` has
-    none and ``tlpi``), refused points as ×, a vertical line at ``mark``. Returns the Figure."""
+    """Log-log CPU s per 100k waits against N: measured solid (a bar from the lowest to the
+    highest repeat where there were several), TLPI dashed (added if ``df`` has none and
+    ``tlpi``), refused points as ×, a vertical line at ``mark``. Returns the Figure."""
     import matplotlib.pyplot as plt
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -266,6 +326,10 @@ def plot(df, ax=None, mark=None, tlpi=True):
         m = here[(here["mechanism"] == mech) & (here["status"] == "measured")].sort_values("fds")
         if len(m):
             ax.plot(m["fds"], m["cpu_s_per_100k"], "-o", color=c, label=f"{mech} (this machine)")
+            runs = [(n, min(r), max(r)) for n, r in zip(m["fds"], m.get("cpu_s_runs", []))
+                    if isinstance(r, (tuple, list)) and len(r) > 1]
+            if runs:                         # each point's repeats, lowest to highest
+                ax.vlines(*zip(*runs), color=c, lw=3, alpha=0.35, gid="spread")
         r = ref[(ref["mechanism"] == mech) & (ref["status"] == "measured")].sort_values("fds")
         if len(r):
             ax.plot(r["fds"], r["cpu_s_per_100k"], "--", marker=".", color=c, alpha=0.55,
@@ -317,15 +381,17 @@ def _list(kind, what, example):
 
 def _cmd(args):
     df = measure(args.sizes, args.mechanisms, args.budget,
-                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+                 progress=lambda line: print(line, file=sys.stderr, flush=True),
+                 repeats=args.repeats)
     if args.json:
         print(df.to_json(orient="records", indent=2, force_ascii=False))
         return 0
     ref = reference().set_index(["mechanism", "fds"])["cpu_s_per_100k"]
+    again = f", median of {args.repeats} repeats" if args.repeats > 1 else ""
     print(f"CPU seconds per 100,000 waits, one random fd ready ({df.attrs['machine']}; "
-          f"{df.attrs['budget_s']:g} CPU s measured per point)")
+          f"{df.attrs['budget_s']:g} CPU s measured per point{again})")
     print(f"{'mechanism':<10}{'fds':>7}{'ops':>9}{'user s':>9}{'sys s':>9}{'cpu s':>9}"
-          f"{'µs/op':>9}{'TLPI s':>9}")
+          f"{'µs/op':>9}{'TLPI s':>9}" + (f"{'spread':>9}" if args.repeats > 1 else ""))
     for r in df.itertuples():
         head = f"{r.mechanism:<10}{r.fds:>7,}"
         if r.status != "measured":
@@ -334,7 +400,8 @@ def _cmd(args):
         book = ref.get((r.mechanism, r.fds))
         print(head + f"{r.ops:>9,}" + "".join(f"{v:>9.3g}" for v in (
             r.user_s_per_100k, r.sys_s_per_100k, r.cpu_s_per_100k, r.us_per_op))
-            + (f"{book:>9g}" if book is not None else ""))
+            + (f"{book:>9g}" if book is not None else f"{'':>9}")
+            + (f"{r.spread:>9.0%}" if args.repeats > 1 else ""))
     return 0
 
 
@@ -348,6 +415,8 @@ def add_cli(subparsers):
                    default=MECHANISMS, help="comma-separated, from select,poll,epoll (default all)")
     p.add_argument("--budget", type=float, help="CPU seconds measured per point "
                    f"(default {CLASS_BUDGET:g}; {QUICK_BUDGET:g} with NETLAB_QUICK=1)")
+    p.add_argument("--repeats", type=int, default=1, help="measure each point this many times, "
+                   "each in a fresh worker, and report the median and the spread (default 1)")
     p.add_argument("--json", action="store_true", help="JSON records instead of a table")
     p.set_defaults(func=_cmd)
     return p
