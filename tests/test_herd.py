@@ -94,6 +94,53 @@ def test_plot_returns_a_figure(table):
     plt.close(fig)
 
 
+@pytest.fixture(scope="module")
+def logged():
+    """epoll and EPOLLEXCLUSIVE with every accept attempt logged: mode -> (run, races)."""
+    out = {}
+    for mode in ("epoll", "exclusive"):
+        if herd.unavailable(mode):
+            continue
+        df = herd.run(mode, workers=4, connections=200, log=True)
+        out[mode] = df, herd.races(df)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["epoll", "exclusive"])
+def test_races_give_each_connection_its_winner_and_failed_accepts(logged, mode):
+    if mode not in logged:
+        pytest.skip(herd.unavailable(mode))
+    df, r = logged[mode]
+    assert len(r) == 200 and list(r["connection"]) == list(range(200))
+    assert r["winner"].between(0, 3).all(), "every connection was taken by one worker"
+    # the log agrees with the workers' own counts
+    assert list(r["winner"].value_counts().reindex(range(4), fill_value=0)) == list(df["accepted"])
+    assert r["eagain"].sum() == df["eagain"].sum()
+    assert (r["eagain_other_core"] <= r["eagain"]).all()
+    assert (r["accept_us"] > 0).all()
+    cores = set(range(os.cpu_count() or 1)) | {-1}          # -1: no sched_getcpu here
+    assert set(r["client_core"]) <= cores and set(r["winner_core"]) <= cores
+
+
+def test_the_wait_queue_order_is_known(logged):
+    assert herd.woken_first("epoll", 4) == 3 and herd.woken_first("exclusive", 4) == 0
+    assert herd.woken_first("select", 4) is None and herd.woken_first("reuseport", 4) is None
+    if "exclusive" not in logged:
+        pytest.skip(herd.unavailable("exclusive"))
+    df, r = logged["exclusive"]
+    assert df.attrs["woken_first"] == 0
+    # an exclusive wait wakes the first in the queue, and every worker sleeps when a
+    # connection comes: worker 0 (registered first, at the head) takes them
+    assert r["first_woken"].mean() >= 0.9, df["accepted"].tolist()
+
+
+def test_races_need_a_logged_run(table):
+    with pytest.raises(NetlabError, match="log=True"):
+        herd.races(table[1]["accept"])
+    with pytest.raises(NetlabError):
+        herd.run("accept", connections=10, log="yes")
+
+
 def test_unavailable_mode_is_a_row_with_the_reason(monkeypatch):
     monkeypatch.setitem(herd.FEATURES, "exclusive", (False, "needs EPOLLEXCLUSIVE (Linux 4.5)"))
     df = herd.run("exclusive", connections=10)

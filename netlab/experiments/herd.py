@@ -17,8 +17,20 @@ connection count the workers each connection woke:
 Why not count EAGAIN (failed non-blocking accepts): a worker woken for a connection another one
 took often never learns of it. select() and epoll_wait() re-check readiness in the kernel and,
 finding nothing, sleep again; only a worker back in user space before the winner's accept() sees
-EAGAIN — how often depends on cores and scheduling (here: rarely with select, for about half the
-connections with epoll). Every wasted wake-up is a context switch: that is the signal.
+EAGAIN — how often depends on cores and scheduling. Every wasted wake-up is a context switch:
+that is the signal.
+
+Who wins, with plain epoll: the kernel wakes the workers in a fixed order (``woken_first``), but
+waking is not running. Each woken worker is queued on a core, usually the client's own (its
+connect() did the waking, a "sync" wake-up: the waker is about to sleep), sometimes another, all
+within microseconds; each core then runs the worker its scheduler picks, and the first to reach
+accept() wins. So the split is uneven, and differs from run to run. Traced here with ftrace (4 workers, 2 cores, three runs of 1,000-2,000
+connections): the wake order was 3, 2, 1, 0 on every connection; the winner was the first worker
+to run in 94-99.7% of them, and the first woken won 5-7%. A loser running on another core at the
+same time as the winner can pass epoll_wait()'s re-check before the winner's accept() empties
+the queue: its own accept() fails, an EAGAIN (99-100% of EAGAINs ran on another core than the
+winner's). ``run(mode, log=True)`` and ``races(df)`` show this per connection: the winner, its
+core, and the failed accepts with their cores.
 
 The caller never forks (it may be a Jupyter kernel with threads): a child process forks the
 workers, drives the client and prints JSON, within a deadline, leaving nothing behind.
@@ -60,7 +72,9 @@ def sizes() -> dict:
 # -- in the experiment's own process: the workers and the client ------------------------------
 
 def _waiter(mode, sock):
-    """What a worker blocks in before it calls accept()."""
+    """What a worker blocks in before it calls accept(). The epoll modes' instances are made
+    (and the socket registered in them) by the parent, in worker order, before it forks: so
+    the order of the socket's wait queue is known (see WOKEN_FIRST)."""
     if mode == "accept":
         return lambda: None                       # accept() itself blocks
     if mode == "select":
@@ -68,13 +82,28 @@ def _waiter(mode, sock):
     ep = select.epoll()
     ep.register(sock.fileno(), select.EPOLLIN | (select.EPOLLEXCLUSIVE if mode == "exclusive"
                                                  else 0))
-    return lambda: ep.poll(-1, 1)
+    wait = lambda: ep.poll(-1, 1)                 # noqa: E731
+    wait.close = ep.close
+    return wait
 
 
-def _worker(index, mode, sock, out):
+def _cpu_reader():
+    """A function returning the core this process runs on (glibc's sched_getcpu), or -1."""
+    try:
+        import ctypes
+        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+        getcpu.restype = ctypes.c_int
+        getcpu()
+        return getcpu
+    except (OSError, AttributeError, TypeError):
+        return lambda: -1
+
+
+def _worker(index, mode, wait, sock, out, log):
     import resource
     signal.signal(signal.SIGUSR1, signal.default_int_handler)   # "report now": raises
-    wait, accepted, eagain = _waiter(mode, sock), 0, 0
+    accepted = eagain = 0
+    events, clock, cpu = [], time.monotonic_ns, _cpu_reader()
     os.write(out, b"ready\n")
     start = resource.getrusage(resource.RUSAGE_SELF)
     try:
@@ -84,8 +113,12 @@ def _worker(index, mode, sock, out):
                 conn, _ = sock.accept()
             except BlockingIOError:               # another worker took it first
                 eagain += 1
+                if log:                           # after the race: it cannot change who won
+                    events.append((clock(), cpu(), 0))
                 continue
             accepted += 1
+            if log:
+                events.append((clock(), cpu(), 1))
             conn.close()
     except KeyboardInterrupt:
         pass
@@ -93,6 +126,8 @@ def _worker(index, mode, sock, out):
     row = dict(worker=index, pid=os.getpid(), accepted=accepted, eagain=eagain,
                ctx_voluntary=end.ru_nvcsw - start.ru_nvcsw,
                ctx_involuntary=end.ru_nivcsw - start.ru_nivcsw)
+    if log:
+        row["events"] = events
     os.write(out, (json.dumps(row) + "\n").encode())
 
 
@@ -128,16 +163,25 @@ def _state(pid) -> bytes:
         return b"Z"
 
 
-def measure(mode: str, workers: int, connections: int, timeout: float) -> dict:
-    """Fork the workers, make the connections, collect every worker's counts (this process)."""
+def measure(mode: str, workers: int, connections: int, timeout: float, log: bool = False) -> dict:
+    """Fork the workers, make the connections, collect every worker's counts (this process).
+    With ``log``, each worker also lists its accept() attempts (time, core, 1 if it got the
+    connection) and the client each connection's start (time, core)."""
     from ..servers.forks import fork_all, stop_children
     deadline = time.monotonic() + timeout
     socks = _listeners(mode, workers)
     r, w = os.pipe()
     reports = LineReader(r, "the herd's workers")
     pids: set = set()
+    waits = []
+    clock, cpu, connects = time.monotonic_ns, _cpu_reader(), []
     try:
-        pids = fork_all([(_worker, (i, mode, socks[i % len(socks)], w)) for i in range(workers)])
+        # registered here, in worker order: the socket's wait queue has a known order
+        waits = [_waiter(mode, socks[i % len(socks)]) for i in range(workers)]
+        pids = fork_all([(_worker, (i, mode, waits[i], socks[i % len(socks)], w, log))
+                         for i in range(workers)])
+        for wait in waits:                        # the workers hold their own copies
+            getattr(wait, "close", lambda: None)()
         reports.read(workers, deadline)           # every worker is about to wait
         t0 = time.perf_counter()
         for done in range(connections):
@@ -145,6 +189,8 @@ def measure(mode: str, workers: int, connections: int, timeout: float) -> dict:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"out of time after {done} connections")
+            if log:
+                connects.append((clock(), cpu()))
             with socket.create_connection(socks[0].getsockname(), timeout=left) as c:
                 c.recv(1)                         # b"": a worker accepted and closed it
         seconds = time.perf_counter() - t0
@@ -154,11 +200,16 @@ def measure(mode: str, workers: int, connections: int, timeout: float) -> dict:
         rows = [json.loads(line) for line in reports.read(workers, deadline)]
     finally:
         stop_children(pids)
+        for wait in waits:
+            getattr(wait, "close", lambda: None)()
         for fd in (r, w):
             os.close(fd)
         for s in socks:
             s.close()
-    return dict(workers=sorted(rows, key=lambda row: row["worker"]), seconds=seconds)
+    out = dict(workers=sorted(rows, key=lambda row: row["worker"]), seconds=seconds)
+    if log:
+        out["connects"] = connects
+    return out
 
 
 def _child_main() -> None:
@@ -183,27 +234,84 @@ def _run_child(spec: dict, timeout: float) -> dict:
     return result
 
 
-def run(mode: str, workers: int = 4, connections: int = 2000, timeout: float = 120.0):
+def woken_first(mode: str, workers: int):
+    """The worker the kernel wakes first for each connection, where that order is fixed.
+
+    Each worker's epoll instance (made by the parent, in worker order) has one entry in the
+    listening socket's wait queue, and a connection walks that queue from its head. A plain
+    registration goes in at the head (the kernel's add_wait_queue), so the last one, worker
+    N − 1, is woken first; an EPOLLEXCLUSIVE one at the tail (add_wait_queue_exclusive), so
+    worker 0 is first — and, the wait being exclusive, the only one. None for the other modes:
+    select() and accept() queue their caller afresh on every call, and with reuseport each
+    worker has a queue of its own."""
+    return {"epoll": workers - 1, "exclusive": 0}.get(mode)
+
+
+def run(mode: str, workers: int = 4, connections: int = 2000, timeout: float = 120.0,
+        log: bool = False):
     """One mode: a DataFrame with a row per worker (accepted, eagain, ctx_voluntary,
     ctx_involuntary); ``df.attrs`` holds mode, workers, connections, seconds, available and
-    reason (why not, when the mode cannot run here). ``summary(df)`` makes it one row."""
+    reason (why not, when the mode cannot run here), and woken_first. ``summary(df)`` makes it
+    one row. ``log=True`` also keeps who took each connection, on which core, and the failed
+    accepts (``races(df)`` makes them a row per connection)."""
     import pandas as pd
     if mode not in MODES:
         raise NetlabError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     whole("workers", workers, 1, 256)
     whole("connections", connections, 1, 20000)
+    if not isinstance(log, bool):
+        raise NetlabError(f"log must be True or False, not {log!r}")
     why = unavailable(mode)
     attrs = dict(mode=mode, workers=workers, connections=connections, seconds=float("nan"),
-                 available=not why, reason=why)
+                 available=not why, reason=why, woken_first=woken_first(mode, workers))
     rows = []
     if not why:
         out = _run_child(dict(mode=mode, workers=workers, connections=connections,
-                              timeout=timeout), timeout)
+                              timeout=timeout, log=log), timeout)
         rows, attrs["seconds"] = out["workers"], out["seconds"]
+        if log:
+            attrs["connects"] = out["connects"]
+            attrs["attempts"] = [[row["worker"], *e] for row in rows for e in row["events"]]
     df = pd.DataFrame(rows, columns=["worker", "pid", "accepted", "eagain", "ctx_voluntary",
                                      "ctx_involuntary"])
     df.attrs.update(attrs)
     return df
+
+
+def races(df):
+    """A ``run(..., log=True)`` as a row per connection: who took it (``winner``), on which core
+    (``winner_core``) against the core the client connected from (``client_core``), whether the
+    winner was the worker woken first (``first_woken``, where that is known), the failed accepts
+    it caused (``eagain``) and how many of those ran on another core than the winner
+    (``eagain_other_core``), and the time from connect() to the winner's accept (``accept_us``).
+
+    Connections are made one at a time, each once every worker sleeps, so every accept attempt
+    between one connection's start and the next belongs to it."""
+    import bisect
+    import pandas as pd
+    a = df.attrs
+    if "connects" not in a:
+        raise NetlabError("races() needs a run with log=True: herd.run(mode, log=True)")
+    starts = [t for t, _ in a["connects"]]
+    rows = [dict(connection=i, client_core=core, winner=-1, winner_core=-1, eagain=0,
+                 eagain_cores=[], accept_us=float("nan")) for i, (_, core) in enumerate(a["connects"])]
+    for worker, t, core, ok in sorted(a["attempts"], key=lambda e: e[1]):
+        i = bisect.bisect_right(starts, t) - 1
+        if i < 0:
+            continue
+        row = rows[i]
+        if ok:
+            row.update(winner=worker, winner_core=core, accept_us=(t - starts[i]) / 1000)
+        else:
+            row["eagain"] += 1
+            row["eagain_cores"].append(core)
+    out = pd.DataFrame(rows)
+    out["same_core"] = out["winner_core"] == out["client_core"]
+    out["eagain_other_core"] = [sum(c != w for c in cs)
+                                for cs, w in zip(out["eagain_cores"], out["winner_core"])]
+    first = a.get("woken_first")
+    out["first_woken"] = out["winner"] == first if first is not None else float("nan")
+    return out.drop(columns="eagain_cores")
 
 
 def summary(df) -> dict:
