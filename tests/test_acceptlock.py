@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -65,6 +66,25 @@ def test_a_pool_waiting_on_its_backend_is_limited_by_neither():
     assert row["served"] == 30 and row["errors"] == 0
     assert row["limited_by"] == "neither", row["why"]
     assert row["ctx_vol_per_conn"] >= 1 and row["server_cpu_s"] > 0
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"),
+                    reason="pinning needs two cores and sched_setaffinity")
+def test_cpu_work_and_pinning_reach_the_server_and_are_recorded():
+    row = acceptlock.measure(pool=4, lock=True, connections=100, concurrency=4, cpu_us=300,
+                             pin=True)
+    assert row["served"] == 100 and row["errors"] == 0
+    assert row["pinned"] and row["cpu_us"] == 300 and row["client_cores"] >= 1
+    # every request burned 300 µs of the server's CPU (its thread clock), and the rest too
+    assert row["server_cpu_us_per_conn"] >= 300
+    assert row["limited_by"] in ("server-cpu", "client-cpu", "neither") and row["why"]
+
+
+def test_repeats_alternate_with_and_without_the_lock():
+    df = acceptlock.run((2,), 30, lock=(True, False), concurrency=2, repeats=2)
+    assert list(zip(df["repeat"], df["lock"])) == [(0, True), (0, False), (1, True), (1, False)]
+    with pytest.raises(NetlabError):
+        acceptlock.run((2,), 30, pin="yes")
 
 
 def test_plot_returns_a_figure(df):

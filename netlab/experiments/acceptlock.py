@@ -8,14 +8,17 @@ acquisitions that found it taken, the server's context switches and CPU, and the
 what limited it. ``lock=False`` is the same pool with no mutex, for comparison.
 
 What it shows: every thread not serving a connection queues on the lock (its holder sits in
-accept()), so the time waited per connection grows with the pool (about idle threads divided by
-throughput) and most acquisitions find the lock taken. Not all: CPython's lock is not fair, and
-a thread back from a connection can take it before the waiter woken for it runs. Each hand-off
-is a futex wake and then the GIL: with the lock, a connection usually costs more context switches
-(measured here, pools of 8+: about 2.5–5 voluntary against 1.5–2.5 without, and twice the
-involuntary ones), though a busy shared VM can blur that. Throughput moves less than the run-to-run
-noise: next to the interpreter's own work per connection the hand-off is cheap, so the contention
-is real but not what limits this server (each row says what did, in ``limited_by``).
+accept()), so the time waited per connection grows with the pool (about queued threads divided
+by throughput) and many acquisitions find the lock taken. Not all: CPython's lock is not fair,
+and a thread back from a connection can take it before the waiter woken for it runs.
+
+Whether the lock costs *throughput*, only a run the server's CPU limits can say. With a trivial
+handler netlab's load generator needs about as much CPU per connection as this server (both are
+Python: ~80-100 µs each, here), so runs are often client-bound, and a client-bound run compares
+clients, not locks. ``cpu_us`` of work per
+request, ``pin=True`` (the server on core 0, the clients on the others) and enough clients that
+a connection is always waiting make the server the limit. Each row says what limited it
+(``limited_by``) and how many cores other processes kept busy meanwhile (``others_cores``).
 
 The server runs in its own process group; asked on stdin, it answers with its lock counts and
 getrusage() (every thread), so only the load's window is counted. Closing its stdin ends it.
@@ -23,10 +26,8 @@ getrusage() (every thread), so only the load's window is counted. Closing its st
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -115,14 +116,14 @@ def _server_main() -> None:
     lock = CountingLock() if spec["lock"] else False
     threading.Thread(target=_report, args=(lock,), daemon=True).start()
     threading.Thread(target=_announce, args=(listen, spec["pool"]), daemon=True).start()
-    prethreaded.serve(listen, App(Workload(backend_ms=spec["backend_ms"])),
+    prethreaded.serve(listen, App(Workload(backend_ms=spec["backend_ms"],
+                                                cpu_us=spec.get("cpu_us", 0.0))),
                       workers=spec["pool"], lock=lock)
 
 
 # -- in the caller: start it, load it, ask it -------------------------------------------------
 
 _CHILD = "from netlab.experiments.acceptlock import _server_main; _server_main()"
-REQUEST = b"GET / HTTP/1.1\r\nHost: netlab\r\nConnection: close\r\n\r\n"
 
 
 def _ask(child, answers, deadline: float, question: bytes = b"") -> dict:
@@ -137,65 +138,79 @@ def _ask(child, answers, deadline: float, question: bytes = b"") -> dict:
         raise NetlabError(f"the measured prethreaded server failed: {why}") from None
 
 
-def _drive(port: int, connections: int, concurrency: int, deadline: float) -> dict:
-    """``concurrency`` client threads, one request per connection, until ``connections``."""
-    tickets, results = itertools.count(), []
-
-    def client():
-        ok = bad = 0
-        while next(tickets) < connections and time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                    s.sendall(REQUEST)
-                    with s.makefile("rb") as f:
-                        good = f.read().startswith(b"HTTP/1.1 200")   # read to the close
-            except OSError:
-                good = False
-            ok, bad = ok + good, bad + (not good)
-        results.append((ok, bad))
-
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return dict(served=sum(r[0] for r in results), errors=sum(r[1] for r in results),
-                seconds=time.perf_counter() - t0, client_cpu_s=time.process_time() - cpu0)
-
-
 def measure(pool: int, lock: bool, connections: int, concurrency: int,
-            backend_ms: float = 0.0, timeout: float = 120.0) -> dict:
-    """One pool size: start the server, load it, return one row."""
+            backend_ms: float = 0.0, cpu_us: float = 0.0, pin: bool = False,
+            processes=None, timeout: float = 120.0) -> dict:
+    """One pool size: start the server, load it with netlab's load generator (``concurrency``
+    clients, a connection per request, ``connections`` requests), return one row.
+
+    ``cpu_us`` of CPU work per request and ``pin=True`` (the server on core 0, the clients on the
+    others) make the server, not the client, the limit: only such a run can say what the lock
+    costs in throughput. ``processes``: load-generator processes (default: one per client core).
+    """
+    from .. import load
+    from ..harness import _machine_busy, _own_cpu
+    from ..monitor import pin as pin_tree
     from ..results import limited_by
-    spec = dict(pool=pool, lock=lock, backend_ms=backend_ms, parent=os.getpid())
+    spec = dict(pool=pool, lock=lock, backend_ms=backend_ms, cpu_us=cpu_us, parent=os.getpid())
     deadline = time.monotonic() + timeout
+    cpus = os.cpu_count() or 1
+    server_cpus, client_cpus = ([0], list(range(1, cpus))) if pin else (None, None)
+    if pin and cpus < 2:
+        raise NetlabError("pin=True needs at least 2 cores (the server on one, the clients on "
+                          "the others); use pin=False")
     with Helper("acceptlock", "-c", _CHILD, json.dumps(spec), stdin=subprocess.PIPE).start() \
             as child:
         answers = LineReader(child.proc.stdout, "the measured prethreaded server")
         port = _ask(child, answers, deadline)["port"]
-        before = _ask(child, answers, deadline, b"?\n")
-        load = _drive(port, connections, concurrency, deadline)
+        if pin:
+            pin_tree(child.proc.pid, server_cpus)      # every thread of the pool, too
+        before = []
+
+        def started():              # the clients are connected: count from here
+            before.append((_ask(child, answers, deadline, b"?\n"), _machine_busy(), _own_cpu()))
+
+        lr = load.run(f"http://127.0.0.1:{port}/", concurrency, requests=connections,
+                      processes=processes, cpus=client_cpus,
+                      timeout=max(1.0, min(10.0, deadline - time.monotonic())),
+                      max_seconds=max(1.0, deadline - time.monotonic()), on_start=started)
         after = _ask(child, answers, deadline, b"?\n")
-    n = max(load["served"], 1)
-    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    verdict, why = limited_by(load["seconds"], d["cpu"], 1.0, load["client_cpu_s"], 1.0)
+    (first, busy0, own0), seconds = before[0], max(lr.duration_s, 1e-9)
+    n = max(lr.requests, 1)
+    d = {k: after.get(k, 0) - first.get(k, 0) for k in after}
+    # what the rest of the machine did meanwhile (other processes, this one): a busy neighbour
+    # takes cores the server and the clients could have used
+    # (this process, which asks and collects, is part of measuring, not other: but the cores it
+    # took were not there for the server or the clients either)
+    own = max(0.0, _own_cpu() - own0)
+    others = max(0.0, _machine_busy() - busy0 - own - d["cpu"] - lr.client_cpu_s) / seconds
+    # one Python process: one core at most, whatever its threads (the GIL)
+    verdict, why = limited_by(lr.duration_s, d["cpu"], 1.0, lr.client_cpu_s, lr.client_cores,
+                              cpus, others + own / seconds)
+    if others >= 0.5:
+        why += (f"; other processes kept {others:.1f} core(s) busy meanwhile, so the numbers are "
+                "disturbed: rerun on a quieter machine")
     return dict(pool=pool, lock=lock, concurrency=concurrency, backend_ms=backend_ms,
-                connections=connections, served=load["served"], errors=load["errors"],
-                seconds=load["seconds"], rps=load["served"] / load["seconds"],
+                cpu_us=cpu_us, pinned=pin, connections=connections, served=lr.requests,
+                errors=lr.error_count, seconds=lr.duration_s, rps=lr.rps,
                 lock_wait_us_per_conn=d.get("wait_s", 0.0) / n * 1e6,
                 waited=d.get("waited", 0),
                 waited_share=d.get("waited", 0) / max(d.get("acquired", 0), 1),
                 ctx_vol_per_conn=d["vol"] / n, ctx_invol_per_conn=d["invol"] / n,
                 server_cpu_us_per_conn=d["cpu"] / n * 1e6, server_cpu_s=d["cpu"],
-                client_cpu_s=load["client_cpu_s"], limited_by=verdict, why=why)
+                client_cpu_s=lr.client_cpu_s, client_cores=lr.client_cores,
+                others_cores=round(others, 3), limited_by=verdict, why=why)
 
 
 def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_ms=0.0,
-        progress=False):
-    """One row per pool size (per lock setting, if ``lock=(True, False)``): lock wait per
-    connection (µs), acquisitions that waited, context switches and server CPU per connection,
-    throughput, and what limited it. Defaults: class sizes, or quick ones (NETLAB_QUICK)."""
+        cpu_us=0.0, pin=False, processes=None, repeats=1, progress=False):
+    """One row per pool size (per lock setting, if ``lock=(True, False)``; per repeat): lock
+    wait per connection (µs), acquisitions that waited, context switches and server CPU per
+    connection, throughput, and what limited it. ``cpu_us``, ``pin`` and ``processes`` go to
+    ``measure``: with them the server, not the client, can be the limit. With and without the
+    lock alternate at each pool size, and repeats come round after round, so a machine that
+    gets busier meanwhile disturbs both alike. Defaults: class sizes, or quick ones
+    (NETLAB_QUICK)."""
     import pandas as pd
     d = sizes()
     pool_sizes = tuple(pool_sizes or d["pool_sizes"])
@@ -203,21 +218,27 @@ def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_
     concurrency = concurrency or d["concurrency"]
     locks = (lock,) if isinstance(lock, bool) else tuple(lock)
     for name, v, top in [("pool size", n, 1024) for n in pool_sizes] + [
-            ("connections", connections, 100000), ("concurrency", concurrency, 1000)]:
+            ("connections", connections, 100000), ("concurrency", concurrency, 1000),
+            ("repeats", repeats, 20)]:
         whole(name, v, 1, top)
     if not locks or not all(isinstance(v, bool) for v in locks):
         raise NetlabError(f"lock must be True, False or (True, False), not {lock!r}")
-    rows, todo = [], [(lk, n) for lk in locks for n in pool_sizes]
+    if not isinstance(pin, bool):
+        raise NetlabError(f"pin must be True or False, not {pin!r}")
+    rows = []
+    todo = [(rep, n, lk) for rep in range(repeats) for n in pool_sizes for lk in locks]
     with Progress(progress, len(todo), "accept lock") as bar:
-        for lk, n in todo:
-            bar.step(f"pool {n}, lock {'on' if lk else 'off'}")
-            rows.append(measure(n, lk, connections, concurrency, backend_ms))
+        for rep, n, lk in todo:
+            bar.step(f"pool {n}, lock {'on' if lk else 'off'}"
+                     + (f", repeat {rep + 1}" if repeats > 1 else ""))
+            row = measure(n, lk, connections, concurrency, backend_ms, cpu_us, pin, processes)
+            rows.append(dict(row, repeat=rep))
     return pd.DataFrame(rows)
 
 
 def plot(df):
     """Lock wait per connection, context switches per connection and throughput against pool
-    size (log x), with and without the lock."""
+    size (log x), with and without the lock (the median of the repeats, if any)."""
     import matplotlib.pyplot as plt
     if not len(df):
         raise NetlabError("nothing to plot: the table is empty")
@@ -227,8 +248,8 @@ def plot(df):
               ("rps", "throughput (connections / s)"))
     for ax, (col, label) in zip(axes, panels):
         for lk, g in df.groupby("lock", sort=False):
-            g = g.sort_values("pool")
-            ax.plot(g["pool"], g[col], "o-", label="with the lock" if lk else "no lock")
+            g = g.groupby("pool")[col].median()
+            ax.plot(g.index, g.values, "o-", label="with the lock" if lk else "no lock")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("threads in the pool (log)")
         ax.set_title(label, fontsize="small")
@@ -236,8 +257,12 @@ def plot(df):
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize="small")
     limits = "/".join(sorted(df["limited_by"].unique()))
+    cpu = float(df["cpu_us"].iloc[0]) if "cpu_us" in df else 0.0
+    pinned = bool(df["pinned"].iloc[0]) if "pinned" in df else False
     fig.suptitle(f"Accept-lock contention: prethreaded pool, {int(df['concurrency'].iloc[0])} "
-                 f"clients, a connection per request (limited by: {limits})", fontsize="medium")
+                 f"clients, a connection per request" + (f", {cpu:g} µs CPU each" if cpu else "")
+                 + (", server pinned to a core" if pinned else "")
+                 + f" (limited by: {limits})", fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -253,6 +278,10 @@ def _arguments(p):
     p.add_argument("--concurrency", type=int, default=d["concurrency"], help="client threads")
     p.add_argument("--no-lock", action="store_true", help="no mutex around accept()")
     p.add_argument("--both", action="store_true", help="with and without the lock")
+    p.add_argument("--cpu-us", type=float, default=0.0, help="CPU work per request (µs)")
+    p.add_argument("--pin", action="store_true",
+                   help="server on core 0, the load generator on the others")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each setting")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -263,8 +292,8 @@ TABLE = {"pool": "pool", "lock": "lock", "served": "served", "lock_wait_us_per_c
 
 def _cmd(args) -> int:
     lock = (True, False) if args.both else not args.no_lock
-    df = run(args.pool_sizes, args.connections, lock, args.concurrency,
-             progress=not args.json and sys.stderr.isatty())
+    df = run(args.pool_sizes, args.connections, lock, args.concurrency, cpu_us=args.cpu_us,
+             pin=args.pin, repeats=args.repeats, progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(df.to_json(orient="records", indent=2))
         return 0
