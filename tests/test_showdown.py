@@ -40,13 +40,47 @@ def test_marked_puts_what_limited_each_number_next_to_it():
                            concurrency=[1, 2, 1, 2], rps=[10.0, 20.0, 30.0, 40.0],
                            requests=[5, 0, 5, 5], errors=[0, 3, 0, 0],
                            limited_by=["server-cpu", "client-cpu", "neither", "other"]))
-    t = showdown.marked(df)
-    assert t.loc["a", ("fast clients", 1)] == "10 S"
-    assert t.loc["a", ("fast clients", 2)] == "20 C !"
-    assert t.loc["b", ("CPU 500 µs", 1)] == "30 W"
-    assert t.loc["b", ("CPU 500 µs", 2)] == "40 ?"
+    t = showdown.marked(df)                    # 3 significant digits by default
+    assert t.loc["a", ("fast clients", 1)] == "10.0 S"
+    assert t.loc["a", ("fast clients", 2)] == "20.0 C !"
+    assert t.loc["b", ("CPU 500 µs", 1)] == "30.0 W"
+    assert t.loc["b", ("CPU 500 µs", 2)] == "40.0 ?"
     assert showdown.marked(df, per_request=True).loc["a", ("fast clients", 2)] == "— C !"
+    assert showdown.marked(df, fmt="{:,.0f}").loc["a", ("fast clients", 1)] == "10 S"
+    assert showdown.marked(df.assign(rps=df.rps * 1000.123)).loc["b", ("CPU 500 µs", 2)] == "40,000 ?"
     assert list(t.columns.get_level_values(0).unique()) == ["fast clients", "CPU 500 µs"]
+
+
+def _runs(workload, *rows):
+    return [dict(workload=workload, concurrency=100, model=m, rps=r, limited_by=lim, errors=e,
+                 requests=100) for m, r, lim, e in rows]
+
+
+def test_verdict_ranks_only_a_leader_limited_by_its_own_cpu():
+    df = pd.DataFrame(
+        _runs("CPU 500 µs", ("a", 2000.0, "server-cpu", 0), ("b", 1900.0, "server-cpu", 0),
+              ("c", 500.0, "server-cpu", 0))
+        + _runs("fast clients", ("a", 12000.0, "client-cpu", 0), ("b", 11500.0, "server-cpu", 0),
+                ("c", 600.0, "server-cpu", 0))
+        + _runs("backend 10 ms", ("a", 8000.0, "neither", 0), ("b", 95.0, "neither", 0))
+        + _runs("idle clients", ("a", 13000.0, "client-cpu", 50), ("b", 9000.0, "server-cpu", 0),
+                ("c", 0.0, "neither", 0))
+        + [dict(workload="fast clients", concurrency=10, model="a", rps=1.0, limited_by="neither",
+                errors=0, requests=1)])
+    v = showdown.verdict(df).set_index("workload")
+    assert list(v.index) == ["fast clients", "idle clients", "backend 10 ms", "CPU 500 µs"]
+    assert (v.clients == 100).all()
+    cpu = v.loc["CPU 500 µs"]
+    assert cpu.ranked and cpu.leader == "a" and cpu.tied == "b" and cpu.last == "c"
+    assert cpu.says.startswith("led by a (2,000 req/s, server-cpu")
+    fast = v.loc["fast clients"]         # the client's ceiling: b may be as fast as a
+    assert not fast.ranked and fast.tied == "b" and "no ranking: a (b within 10%)" in fast.says
+    assert "load generator's ceiling" in fast.says and fast.last == "c"
+    wait = v.loc["backend 10 ms"]
+    assert not wait.ranked and "no speed ranking" in wait.says and wait.last == "b"
+    idle = v.loc["idle clients"]         # failing requests is no lead
+    assert idle.ranked and idle.leader == "b" and idle.failed == "a" and "some requests failed: a" in idle.says
+    assert showdown.verdict(df, clients=10).leader.tolist() == ["a"]
 
 
 @pytest.mark.parametrize("workloads", [["nope"], []])

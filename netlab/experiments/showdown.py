@@ -78,18 +78,68 @@ def showdown(models=None, levels=None, workloads=None, seconds=None, *, progress
     return df
 
 
-def marked(df, value="rps", fmt="{:,.0f}", columns=("workload", "concurrency"),
+def marked(df, value="rps", fmt=None, columns=("workload", "concurrency"),
            per_request=False):
     """A model × (workload, concurrency) table of ``value``, each cell followed by what limited
     it: S server CPU, C client CPU, W neither (the run waited), and ! when requests failed.
-    ``per_request``: a run that answered nothing shows — instead of its value."""
+    Numbers at 3 significant digits (``results.sig``), or ``fmt`` (a format string or a
+    function). ``per_request``: a run that answered nothing shows — instead of its value."""
+    from ..results import sig
+    show = (lambda v: sig(float(v), 3)) if fmt is None else fmt if callable(fmt) else fmt.format
     vals = df[value].where(df["requests"] > 0) if per_request else df[value]
-    text = [("—" if v != v else fmt.format(v)) + " " + MARK.get(lim, "?") + (" !" if err else "")
+    text = [("—" if v != v else show(v)) + " " + MARK.get(lim, "?") + (" !" if err else "")
             for v, lim, err in zip(vals, df["limited_by"], df["errors"])]
     t = df.assign(cell=text).pivot_table(index="model", columns=list(columns), values="cell",
                                          aggfunc="first", sort=False)
     order = [w for w in WORKLOADS if w in t.columns.get_level_values(0)]
     return t.reindex(columns=order, level=0).reindex(df["model"].unique())
+
+
+def verdict(df, clients=None, tie=0.9):
+    """Who led each workload at ``clients`` (default: the most), and whether the run can carry
+    a ranking: a row per workload.
+
+    A ranking needs a leader limited by its own CPU (``server-cpu``). A leader limited by the
+    client's CPU hit the load generator's ceiling, so the models ``tied`` with it (within
+    ``tie`` of its rate) may be as fast or faster: no ranking. A leader that waited (neither)
+    was held by the workload (a backend, slow clients), not by its speed: no speed ranking.
+    A run in which requests failed is not ranked: answering fast by refusing clients is no lead.
+    The last model is named with what limited it; ``says`` puts the row in one sentence."""
+    import pandas as pd
+    from ..results import sig
+    c = df["concurrency"].max() if clients is None else clients
+    rows = []
+    present = list(df["workload"].unique())
+    for wl in [w for w in WORKLOADS if w in present] + [w for w in present if w not in WORKLOADS]:
+        g = df[(df["workload"] == wl) & (df["concurrency"] == c)].sort_values("rps",
+                                                                              ascending=False)
+        if g.empty:
+            continue
+        clean = g[g["errors"] == 0] if (g["errors"] == 0).any() else g
+        lead, last = clean.iloc[0], g.iloc[-1]
+        tied = [m for m, r in zip(clean["model"][1:], clean["rps"][1:]) if r >= tie * lead["rps"]]
+        failed = [m for m in g["model"][g["errors"] > 0] if m not in [lead["model"], *tied]]
+        ranked = lead["limited_by"] == "server-cpu"
+        rate = sig(float(lead["rps"]))
+        near = f" ({', '.join(tied)} within {1 - tie:.0%})" if tied else ""
+        if ranked:
+            head = (f"led by {lead['model']} ({rate} req/s, server-cpu: its own speed)"
+                    + (f", tied with {', '.join(tied)}" if tied else ""))
+        elif lead["limited_by"] == "client-cpu":
+            head = (f"no ranking: {lead['model']}{near} reached {rate} req/s, the load "
+                    "generator's ceiling (client-cpu), not the server's")
+        else:
+            head = (f"no speed ranking: {lead['model']}{near} reached {rate} req/s while it "
+                    f"waited ({lead['limited_by']}): the workload held it, not its speed")
+        says = (f"{head}; last: {last['model']} ({sig(float(last['rps']))} req/s, "
+                f"{last['limited_by']})"
+                + (f"; not ranked, some requests failed: {', '.join(failed)}" if failed else ""))
+        rows.append(dict(workload=wl, clients=int(c), leader=lead["model"],
+                         leader_rps=float(lead["rps"]), leader_limited_by=lead["limited_by"],
+                         ranked=bool(ranked), tied=", ".join(tied), last=last["model"],
+                         last_rps=float(last["rps"]), last_limited_by=last["limited_by"],
+                         failed=", ".join(failed), says=says))
+    return pd.DataFrame(rows)
 
 
 # -- command line: python -m netlab showdown ... ----------------------------------------------
@@ -125,6 +175,9 @@ def _cmd(args) -> int:
     print("requests per second (S server CPU · C client CPU · W waited · ! errors)")
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(marked(df, "rps").to_string())
+    print(f"\nat {df['concurrency'].max()} clients:")
+    for wl, says in zip(*verdict(df)[["workload", "says"]].values.T):
+        print(f"  {wl:<14} {says}")
     busy = df["others_cores"].median()
     if busy >= 0.25:
         print(f"other processes kept {busy:.1f} cores busy during a typical run: rerun on a "
