@@ -37,7 +37,7 @@ def _servers_left(token):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
             if any(mark in cmd for mark in ("netlab.server_process", "netlab serve",
-                                            "watchdog.py", "netlab.experiments")) and \
+                                            "watchdog.py", "netlab.experiments", "redis-server")) and \
                     p.info["status"] != psutil.STATUS_ZOMBIE and p.environ().get(TOKEN) == token:
                 left.append(p)
         except psutil.Error:

@@ -2,7 +2,7 @@
 
     python -m netlab models [--json]
     python -m netlab serve MODEL [--host H] [--port P] [--workers N] [--backend-ms D] [--cpu-us U]
-                                 [--trace]
+                                 [--trace] [--redis [HOST:PORT]]
     python -m netlab load URL -c C (-n N | -d SECONDS) [--keepalive] [--slow K] [--idle K] [--json]
     python -m netlab sweep MODEL... --concurrency 1,10,100 [--backend-ms D] [--json]
     python -m netlab peers [-c C] [-d SECONDS] [--json]
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -21,6 +22,8 @@ import sys
 from . import server_process, servers
 from .arguments import comma_counts
 from .servers import NetlabError
+
+PRIVATE = "private"          # --redis without an address: start one for this server
 from .workload import Workload
 
 
@@ -77,16 +80,24 @@ def cmd_serve(args) -> int:
     model.check(args.workers, options)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s netlab[%(process)d] %(levelname)s %(message)s")
+    private = args.redis == PRIVATE
     spec = dict(target=model.name, host=args.host, port=args.port, workers=args.workers,
                 workload=dict(backend_ms=args.backend_ms, cpu_us=args.cpu_us,
-                              body_bytes=args.body_bytes, trace=args.trace),
+                              body_bytes=args.body_bytes, trace=args.trace,
+                              redis=None if private else args.redis),
                 options=options)
     try:
         Workload(**spec["workload"])
     except ValueError as e:         # a workload knob out of range
         raise NetlabError(str(e)) from None
     try:
-        server_process.run(spec, lambda line: print(line, flush=True))
+        with contextlib.ExitStack() as stack:
+            if private:             # a Redis of its own, stopped with the server
+                from .peers import redis_server
+                rds = stack.enter_context(redis_server())
+                spec["workload"]["redis"] = rds.address
+                print(f"redis-server (pid {rds.pid}) on {rds.address} for /guestbook", flush=True)
+            server_process.run(spec, lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         pass
     except SystemExit as e:
@@ -244,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend-ms", type=float, default=0.0, help="simulated backend wait per request")
     s.add_argument("--cpu-us", type=float, default=0.0, help="CPU work per request (microseconds)")
     s.add_argument("--body-bytes", type=int, help="size of the body of GET /")
+    s.add_argument("--redis", nargs="?", const=PRIVATE, metavar="HOST:PORT",
+                   help="give /guestbook a Redis: a private one started for this server, or the "
+                        "one at HOST:PORT")
     s.add_argument("--trace", action="store_true",
                    help="stamp each answer with the pid and thread that produced it, and when "
                         "(header X-Netlab-Trace; see netlab.timeline)")

@@ -5,7 +5,8 @@ lets a blocking thread, a select() loop and an asyncio coroutine share it, so a 
 measurement is a difference in the server model and never in the protocol code.
 
 The subset: HTTP/1.0 and 1.1 requests, keep-alive, pipelining, and bodies framed only by
-Content-Length. Its two framing rules are named functions, as in h11, so each is found (and
+Content-Length: a body up to 64 KiB is kept (``Request.body``) and the request is complete when
+it has arrived; a larger one is skipped as it comes, after the request is answered. Its two framing rules are named functions, as in h11, so each is found (and
 reused, by a route that reads a body) in one place: ``body_length`` (how many body bytes follow
 a head) and ``wants_keep_alive`` (whether the connection stays open after the answer).
 Bad input is answered, never crashed on: 400 malformed, 413 body too large, 431 head over
@@ -19,14 +20,15 @@ from typing import Optional
 
 MAX_HEAD = 8 * 1024          # request line + headers; more is 431 (nginx's default is 1-8 KiB)
 MAX_BODY = 1024 * 1024       # a GET may carry a body; we read and discard up to this much
+KEEP_BODY = 64 * 1024        # a body up to this size is kept (req.body) for a route to read
 MAX_BYTES_ROUTE = 16 * 1024 * 1024   # /bytes/N cap, so one request cannot exhaust memory
 
 HELLO = b"Hello from netlab!\n"
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
     413: "Content Too Large", 431: "Request Header Fields Too Large",
-    501: "Not Implemented", 505: "HTTP Version Not Supported",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 
 _TOKEN_CHARS = (b"!#$%&'*+-.^_`|~0123456789"
@@ -44,6 +46,8 @@ class Request:
     error: int = 0
     detail: str = ""
     received: float = 0.0     # when the parser completed it (time.monotonic), if traced
+    body: bytes = b""         # the body, when it was at most KEEP_BODY (else b"", discarded)
+    body_length: int = 0      # what Content-Length said
 
 
 def _bad(status: int, detail: str) -> Request:
@@ -58,11 +62,12 @@ class RequestParser:
     request would start.
     """
 
-    __slots__ = ("_buf", "_body_left", "failed")
+    __slots__ = ("_buf", "_body_left", "_waiting", "failed")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._body_left = 0      # bytes of a request body still to discard
+        self._waiting = None     # a request whose (kept) body is still arriving
         self.failed = False
 
     @property
@@ -74,7 +79,7 @@ class RequestParser:
         if self.failed:
             return []
         buf = self._buf
-        if not buf and not self._body_left and data[:1] not in b"\r\n":
+        if not buf and not self._body_left and self._waiting is None and data[:1] not in b"\r\n":
             # fast path, the common case: exactly one whole request, no body, nothing buffered
             # (saves copying through the buffer; any other case takes the general path below)
             end, sep = _head_end(data)
@@ -85,6 +90,17 @@ class RequestParser:
         buf += data
         out = []
         while buf:
+            if self._waiting is not None:
+                # a small body is kept for the route (POST /guestbook): the request is complete
+                # once all of it is here; until then its bytes are buffered, at most KEEP_BODY
+                req = self._waiting
+                if len(buf) < req.body_length:
+                    break
+                req.body = bytes(buf[:req.body_length])
+                del buf[:req.body_length]
+                self._waiting = None
+                out.append(req)
+                continue
             if self._body_left:
                 n = min(self._body_left, len(buf))
                 del buf[:n]
@@ -111,15 +127,21 @@ class RequestParser:
             if req.error:
                 out.append(self._fail(req))
                 break
-            self._body_left, bad = body_length(req.headers)
+            n, bad = body_length(req.headers)
             if bad:
                 out.append(self._fail(bad))
                 break
+            req.body_length = n
+            if 0 < n <= KEEP_BODY:
+                self._waiting = req
+                continue
+            self._body_left = n          # larger: answered now, the body skipped as it comes
             out.append(req)
         return out
 
     def _fail(self, req: Request) -> Request:
         self.failed = True
+        self._waiting = None
         self._buf.clear()
         return req
 

@@ -53,7 +53,7 @@ class Server(Supervised):
     def __init__(self, target: Union[str, Callable] = "epoll", *, host: str = "127.0.0.1",
                  port: int = 0, workers: Optional[int] = None, backend_ms: float = 0,
                  cpu_us: float = 0, body_bytes: Optional[int] = None, trace: bool = False,
-                 startup_timeout: float = 15.0, wrap: Optional[Sequence[str]] = None,
+                 redis: Optional[str] = None, startup_timeout: float = 15.0, wrap: Optional[Sequence[str]] = None,
                  **options):
         if callable(target):
             check_function(target, options, workers)
@@ -65,7 +65,7 @@ class Server(Supervised):
             name = model.name
         super().__init__(name)
         try:
-            workload = Workload(backend_ms, cpu_us, body_bytes, trace)
+            workload = Workload(backend_ms, cpu_us, body_bytes, trace, redis)
         except (ValueError, TypeError) as e:
             raise ServerError(str(e)) from None
         check_port(port)
@@ -182,6 +182,7 @@ def serve(target: Union[str, Callable] = "epoll", **kwargs) -> Server:
 
     Keyword arguments: host ("127.0.0.1"), port (0: any free port), workers, backend_ms,
     cpu_us, body_bytes, trace (stamp each answer with the process and thread that produced it,
-    for ``netlab.timeline``), and the model's own options (e.g. ``edge=True`` for epoll).
+    for ``netlab.timeline``), redis ('HOST:PORT' of the Redis behind ``/guestbook``; see
+    ``netlab.peers.redis_server``), and the model's own options (e.g. ``edge=True`` for epoll).
     """
     return Server(target, **kwargs).start()

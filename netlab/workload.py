@@ -6,6 +6,9 @@ Three knobs make a trivial handler resemble real work, which is where server mod
   Blocking models sleep in the handler; event-loop models set a timer and keep serving others.
 - ``cpu_us``: busy CPU work per request, done while holding the GIL like real Python code.
 - ``body_bytes``: size of the body of ``GET /`` (default: a short greeting).
+
+And one real backend: ``redis`` ('HOST:PORT') gives ``/guestbook`` a Redis server to talk to
+(``netlab.guestbook``); each model waits for it in its own way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from . import http
+from . import guestbook, http
 from .arguments import whole
 from .servers import NetlabError
 
@@ -36,6 +39,7 @@ class Workload:
     cpu_us: float = 0.0
     body_bytes: Optional[int] = None
     trace: bool = False          # stamp every answer with who produced it, and when
+    redis: Optional[str] = None  # 'HOST:PORT' of the guestbook's Redis (None: /guestbook is 503)
 
     def __post_init__(self):
         # isfinite too: NaN passes "< 0" and then crashes the handler (int(nan)) or sleep()
@@ -49,6 +53,11 @@ class Workload:
             whole("body_bytes", self.body_bytes, 0, http.MAX_BYTES_ROUTE, error=WorkloadError)
         if not isinstance(self.trace, bool):
             raise WorkloadError(f"trace must be True or False, not {self.trace!r}")
+        if self.redis is not None:
+            try:
+                guestbook.parse_address(self.redis)
+            except NetlabError as e:
+                raise WorkloadError(str(e)) from None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +133,23 @@ class App:
             calibrate()
         if workload.trace:      # chosen once here: the untraced path pays no test per request
             self.new_parser, self.respond = _TracingParser, self._traced_respond
+        # the blocking models' way to the guestbook's Redis; an event loop asks backend_commands
+        # instead, and waits for the replies on its own loop (servers/backend.py)
+        self.backend = guestbook.BlockingBackend(workload.redis) if workload.redis else None
+
+    def backend_commands(self, req: http.Request):
+        """For an event loop: None when ``req`` needs no backend, else what ``guestbook.commands``
+        says (the Redis commands to send, or the whole answer to a bad request)."""
+        if self.backend is None or req.error or req.target.split("?", 1)[0] != guestbook.PATH:
+            return None
+        return guestbook.commands(req)
+
+    def backend_answer(self, req: http.Request, replies) -> bytes:
+        """For an event loop: the answer once Redis replied (a list), or a 503 when it could not
+        (a sentence saying why)."""
+        if isinstance(replies, str):
+            return guestbook.unavailable(req, replies)
+        return guestbook.answer(req, replies)
 
     def new_parser(self) -> http.RequestParser:
         return http.RequestParser()
@@ -140,7 +166,8 @@ class App:
 
         The routes: ``GET /`` answers a short greeting, or ``body_bytes`` bytes when the
         workload sets it; ``GET /bytes/N`` answers exactly N bytes (0 to MAX_BYTES_ROUTE; any
-        other N is 400). ``HEAD`` is answered like ``GET`` without the body; an unknown path is
+        other N is 400); ``/guestbook`` is the Redis-backed guestbook (``netlab.guestbook``;
+        GET, HEAD and POST). ``HEAD`` is answered like ``GET`` without the body; an unknown path is
         404, another method 405. The query string is ignored. A request the parser refused is
         answered with its error status, and the connection closes.
         """
@@ -149,10 +176,15 @@ class App:
         if self.workload.cpu_us:
             burn_cpu(self.workload.cpu_us)
         ka = req.keep_alive
+        path = req.target.split("?", 1)[0]
+        if path == guestbook.PATH:
+            if self.backend is None:
+                return guestbook.unavailable(req, "this server was started without one: "
+                                                  "serve(..., redis=ADDRESS), or --redis")
+            return self.backend.respond(req)        # a blocking call: the blocking models' way
         if req.method not in ("GET", "HEAD"):
             return http.response(405, b"only GET and HEAD\n", ka, extra="Allow: GET, HEAD\r\n")
         head = req.method == "HEAD"
-        path = req.target.split("?", 1)[0]
         if path == "/":
             return self._root_head[ka] if head else self._root[ka]
         if path.startswith("/bytes/"):

@@ -413,8 +413,9 @@ def test_body_length_refuses_with_a_status_and_does_not_raise(value, status):
 def test_feed_frames_bodies_by_body_length(value):
     """The parser answers exactly what the named rule decides."""
     _, bad = http.body_length({"content-length": value.decode("latin-1")})
-    (req,) = one_shot(b"GET / HTTP/1.1\r\nContent-Length: " + value + b"\r\n\r\n")
-    assert req.error == (bad.error if bad else 0)
+    body = b"abc" if value == b"3" else b""
+    (req,) = one_shot(b"GET / HTTP/1.1\r\nContent-Length: " + value + b"\r\n\r\n" + body)
+    assert req.error == (bad.error if bad else 0) and req.body == body
 
 
 # ---------------------------------------------------------------- request bodies
@@ -434,12 +435,23 @@ def test_body_that_looks_like_a_request_is_not_parsed_as_one():
     assert [r.target for r in one_shot(data)] == ["/a", "/b"]
 
 
-def test_body_arriving_later_is_skipped():
+def test_a_small_body_is_kept_and_the_request_completes_when_it_has_arrived():
     p = RequestParser()
-    assert [r.target for r in p.feed(b"POST /a HTTP/1.1\r\nContent-Length: 6\r\n\r\nab")] == ["/a"]
-    assert p.feed(b"cd") == []
-    assert p.buffered == 0           # body bytes are discarded, not buffered
-    assert [r.target for r in p.feed(b"ef" + GET)] == ["/"]
+    assert p.feed(b"POST /a HTTP/1.1\r\nContent-Length: 6\r\n\r\nab") == []
+    assert p.feed(b"cd") == [] and p.buffered == 4
+    a, b = p.feed(b"ef" + GET)
+    assert (a.target, a.body, a.body_length, b.target, b.body) == ("/a", b"abcdef", 6, "/", b"")
+    assert p.buffered == 0
+
+
+def test_a_body_over_keep_body_is_answered_at_once_and_skipped_as_it_comes():
+    p = RequestParser()
+    n = http.KEEP_BODY + 1
+    (req,) = p.feed(b"POST /a HTTP/1.1\r\nContent-Length: %d\r\n\r\nab" % n)
+    assert (req.target, req.body, req.body_length) == ("/a", b"", n)
+    assert p.feed(b"x" * (n - 3)) == []
+    assert p.buffered == 0           # skipped, not buffered
+    assert [r.target for r in p.feed(b"x" + GET)] == ["/"]
 
 
 def test_content_length_zero():

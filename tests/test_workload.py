@@ -192,7 +192,8 @@ def test_respond_does_not_mutate_shared_state(app):
 def test_workload_defaults():
     w = Workload()
     assert (w.backend_ms, w.cpu_us, w.body_bytes, w.trace) == (0.0, 0.0, None, False)
-    assert w.as_dict() == {"backend_ms": 0.0, "cpu_us": 0.0, "body_bytes": None, "trace": False}
+    assert w.as_dict() == {"backend_ms": 0.0, "cpu_us": 0.0, "body_bytes": None, "trace": False,
+                           "redis": None}
     assert Workload(**Workload(5, 7, 9).as_dict()) == Workload(5, 7, 9)
 
 

@@ -85,6 +85,7 @@ from .http_server import http_server  # noqa: E402  (they build on Peer)
 from .java import java, java_classes  # noqa: E402
 from .nginx import nginx  # noqa: E402
 from .node import node  # noqa: E402
+from .redis import Redis, redis_binary, redis_server  # noqa: E402  (a backend, not in PEERS)
 
 
 class PeerSpec(NamedTuple):

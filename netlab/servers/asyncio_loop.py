@@ -12,7 +12,19 @@ import signal
 from .forks import STOP_SIGNALS, run_workers
 
 
-async def _handle(reader, writer, app):
+async def _guestbook(rds, app, req, commands) -> bytes:
+    """The guestbook's Redis calls, awaited: the loop serves others until the replies come."""
+    import redis.asyncio as aioredis
+    try:
+        pipe = rds.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd)
+        return app.backend_answer(req, await pipe.execute())
+    except (aioredis.RedisError, OSError) as e:
+        return app.backend_answer(req, str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+async def _handle(reader, writer, app, rds=None):
     parser = app.new_parser()
     try:
         while True:
@@ -22,7 +34,11 @@ async def _handle(reader, writer, app):
             for req in parser.feed(data):
                 if app.backend_s and not req.error:
                     await asyncio.sleep(app.backend_s)     # a timer: the loop serves others
-                writer.write(app.respond(req))
+                todo = app.backend_commands(req) if rds is not None else None
+                if type(todo) is list:                     # Redis, awaited (redis.asyncio)
+                    writer.write(await _guestbook(rds, app, req, todo))
+                else:
+                    writer.write(todo or app.respond(req))
                 await writer.drain()
                 if not req.keep_alive:
                     return
@@ -46,7 +62,13 @@ async def _main(listen, app, held):
             loop.add_signal_handler(sig, lambda: stopping.done() or stopping.set_result(None))
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
     # asyncio calls listen() again, with a backlog of 100 unless told: keep the harness's
-    server = await asyncio.start_server(lambda r, w: _handle(r, w, app), sock=listen,
+    rds = None
+    if app.workload.redis:
+        import redis.asyncio as aioredis
+        from ..guestbook import parse_address
+        host, port = parse_address(app.workload.redis)
+        rds = aioredis.Redis(host=host, port=port, socket_timeout=5, socket_connect_timeout=5)
+    server = await asyncio.start_server(lambda r, w: _handle(r, w, app, rds), sock=listen,
                                         limit=65536, backlog=4096)
     await stopping                # then asyncio.run cancels the connections' tasks
     if held is not None:          # one stop is enough: repeats (the group's SIGTERM, the
@@ -54,6 +76,8 @@ async def _main(listen, app, held):
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
     server.close()
+    if rds is not None:
+        await rds.aclose()
 
 
 def _run(listen, app):

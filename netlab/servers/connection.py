@@ -30,13 +30,14 @@ class Connection:
     level-triggered, and stall for good when edge-triggered: that edge never comes.
     """
 
-    __slots__ = ("sock", "session", "timers", "events", "closed")
+    __slots__ = ("sock", "session", "timers", "backend", "events", "closed")
     READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE   # a loop may use other bits
     edge = False    # edge-triggered: write until EAGAIN; interest stays as first registered
 
-    def __init__(self, sock, app, timers):
+    def __init__(self, sock, app, timers, backend=None):
         sock.setblocking(False)
         self.sock, self.session, self.timers = sock, Session(app), timers
+        self.backend = backend        # the loop's Redis connection (backend.py), if any
         self.events = self.READ       # interest the loop registered for us
         self.closed = False
 
@@ -68,16 +69,22 @@ class Connection:
             return
         self.schedule(self.session.received(data))
 
-    def schedule(self, delay) -> None:
-        """The head request waits ``delay`` s on the backend: a timer, not a sleep."""
-        if delay is not None:
-            self.timers.call_later(delay, self.backend_done)
+    def schedule(self, wait) -> None:
+        """The head request waits: ``wait`` seconds on the simulated backend (a timer, not a
+        sleep), or for the replies to Redis commands (a list: sent on the loop's own Redis
+        socket, not a blocking call)."""
+        if wait is None:
+            return
+        if type(wait) is list:
+            self.backend.call(wait, self.backend_done)
+        else:
+            self.timers.call_later(wait, self.backend_done)
 
-    def backend_done(self) -> None:
+    def backend_done(self, replies=None) -> None:
         """The backend answered the head request: answer it and what can follow, then send."""
         if self.closed:
             return
-        self.schedule(self.session.backend_done())
+        self.schedule(self.session.backend_done(replies))
         self.flush()
 
     def flush(self) -> None:

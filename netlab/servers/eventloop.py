@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from .backend import LoopBackend
 from .blocking import accept_waiting
 from .connection import Connection
 from .session import Timers
@@ -30,7 +31,7 @@ class Conn(Connection):
     READ, WRITE = READ, WRITE       # poll()'s bits, not selectors'
 
     def __init__(self, loop, sock):
-        super().__init__(sock, loop.app, loop.timers)
+        super().__init__(sock, loop.app, loop.timers, loop.backend)
         self.loop, self.fd = loop, sock.fileno()
         self.more = False        # edge-triggered: bytes may be unread with no event to come
 
@@ -47,10 +48,10 @@ class EdgeConn(Conn):
     __slots__ = ()
     edge = True
 
-    def backend_done(self):
+    def backend_done(self, replies=None):
         # not just a flush: sending may make room to read what backpressure left unread
         if not self.closed:
-            self.schedule(self.session.backend_done())
+            self.schedule(self.session.backend_done(replies))
             self.loop._service_edge(self)
 
 
@@ -69,6 +70,10 @@ class EventLoop:
         listen.setblocking(False)
         self.conns = {}
         self.timers = Timers()
+        # the guestbook's Redis, on this loop's own wait (backend.py); bfd is its fd, or -1
+        self.backend, self.bfd = None, -1
+        if app.workload.redis:
+            self.backend = LoopBackend(app.workload.redis, self._watch_backend, self.timers)
 
     # --- the four methods a mechanism provides -------------------------------------------
     def register(self, fd: int, events: int) -> None:
@@ -104,6 +109,9 @@ class EventLoop:
                     if fd == self.lfd:
                         self._accept()
                         continue
+                    if fd == self.bfd:              # Redis replied (or can take more)
+                        self.backend.ready()
+                        continue
                     c = self.conns.get(fd)
                     if c is None:
                         continue
@@ -118,7 +126,21 @@ class EventLoop:
                             c.flush()
                 self.timers.run_due()
         finally:
+            if self.backend is not None:
+                self.backend.close()
             self.close()
+
+    def _watch_backend(self, fd: int, read: bool, write: bool) -> None:
+        """The backend's socket joins, changes or leaves this loop's interest set."""
+        events = (READ if read else 0) | (WRITE if write else 0)
+        if not events:
+            self.unregister(fd)
+            self.bfd = -1
+        elif fd != self.bfd:
+            self.register(fd, events)
+            self.bfd = fd
+        else:
+            self.modify(fd, events)
 
     def _accept(self) -> None:
         socks, out_of_fds = accept_waiting(self.listen)

@@ -7,6 +7,7 @@ registered socket carries the event handler to call when it is ready: the Reacto
 
 import selectors
 
+from .backend import LoopBackend
 from .blocking import accept_waiting
 from .connection import Connection
 from .session import Timers
@@ -44,8 +45,8 @@ class Reactor:
 class Acceptor:
     """Event handler of the listening socket: turns each new connection into an HttpHandler."""
 
-    def __init__(self, reactor, listen, app):
-        self.reactor, self.listen, self.app = reactor, listen, app
+    def __init__(self, reactor, listen, app, backend=None):
+        self.reactor, self.listen, self.app, self.backend = reactor, listen, app, backend
         listen.setblocking(False)
         reactor.want(listen, READ, self.on_event)
 
@@ -57,7 +58,7 @@ class Acceptor:
             self.reactor.timers.call_later(0.1, self.reactor.want, self.listen, READ,
                                            self.on_event)
         for sock in socks:
-            HttpHandler(self.reactor, sock, self.app)
+            HttpHandler(self.reactor, sock, self.app, self.backend)
 
 
 class HttpHandler(Connection):
@@ -65,8 +66,8 @@ class HttpHandler(Connection):
     reads, answers through the Session and writes; this class routes the reactor to it."""
     __slots__ = ("reactor",)
 
-    def __init__(self, reactor, sock, app):
-        super().__init__(sock, app, reactor.timers)
+    def __init__(self, reactor, sock, app, backend=None):
+        super().__init__(sock, app, reactor.timers, backend)
         self.reactor = reactor
         reactor.want(sock, READ, self.on_event)
 
@@ -84,10 +85,25 @@ class HttpHandler(Connection):
         self.reactor.want(self.sock, 0, None)
 
 
+def redis_handler(reactor, address):
+    """The guestbook's Redis as one more event handler of the reactor (``backend.py``): its
+    socket is demultiplexed with the clients', and a reply is an event like any other."""
+    def watch(fd, read, write):
+        reactor.want(fd, (READ if read else 0) | (WRITE if write else 0),
+                     lambda mask: backend.ready())
+    backend = LoopBackend(address, watch, reactor.timers)
+    return backend
+
+
 def _run(listen, app):
     reactor = Reactor()
-    Acceptor(reactor, listen, app)
-    reactor.run()
+    backend = redis_handler(reactor, app.workload.redis) if app.workload.redis else None
+    Acceptor(reactor, listen, app, backend)
+    try:
+        reactor.run()
+    finally:
+        if backend is not None:
+            backend.close()
 
 
 def serve(listen, app, workers=1):

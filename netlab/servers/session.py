@@ -3,7 +3,9 @@
 An event loop cannot block in a handler, so the handler becomes data: a ``Session`` takes the
 bytes that arrived, queues the requests, and produces response bytes in order. When a request
 must wait on the (simulated) backend, the session says how long, and the loop sets a timer
-instead of sleeping: that is how one thread keeps thousands of slow requests in flight.
+instead of sleeping: that is how one thread keeps thousands of slow requests in flight. When it
+needs the real backend (the guestbook's Redis), the session hands the loop the commands to send
+and waits, in a state, for ``backend_done(replies)``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Session:
     it tells the loop what to do instead of doing it: how long to wait on the backend, whether
     to keep reading (``wants_read``), when the connection is done (``finished``).
     """
-    __slots__ = ("app", "parser", "queue", "out", "waiting", "ready", "closing", "drain")
+    __slots__ = ("app", "parser", "queue", "out", "waiting", "ready", "replies", "closing", "drain")
 
     def __init__(self, app):
         self.app = app
@@ -34,25 +36,32 @@ class Session:
         self.out = bytearray()    # response bytes not yet accepted by the kernel
         self.waiting = False      # a backend timer is running for the request at the head
         self.ready = False        # ...and it has fired
+        self.replies = None       # the Redis replies (or why there are none) for the head request
         self.closing = False      # answer what is queued, then close
         self.drain = False        # closing after an error: read leftovers before close
 
-    def received(self, data: bytes) -> Optional[float]:
-        """Take bytes from the socket. Returns a backend delay to wait (seconds), or None."""
+    def received(self, data: bytes):
+        """Take bytes from the socket. Returns what the head request now waits for: a backend
+        delay (seconds, float), Redis commands to send (a list), or None (nothing)."""
         if not self.closing:
             self.queue.extend(self.parser.feed(data))
         return self._advance()
 
-    def backend_done(self) -> Optional[float]:
-        """The timer for the head request fired: answer it (and whatever can follow)."""
-        self.waiting, self.ready = False, True
+    def backend_done(self, replies=None):
+        """The head request's wait is over: its timer fired (``replies`` None), or Redis
+        replied (a list, or a sentence saying why not). Answer it, and whatever can follow."""
+        self.waiting = False
+        if replies is None:
+            self.ready = True
+        else:
+            self.replies = replies
         return self._advance()
 
     def peer_closed(self) -> None:
         """The client sent EOF: answer what it already asked, then close."""
         self.closing = True
 
-    def resume(self) -> Optional[float]:
+    def resume(self):
         """Answer queued requests the output limit held back, now that bytes were sent."""
         return self._advance()
 
@@ -61,7 +70,7 @@ class Session:
         """Queued answers could be built now (no backend wait, output below MAX_OUT)."""
         return bool(self.queue) and not self.waiting and len(self.out) < MAX_OUT
 
-    def _advance(self) -> Optional[float]:
+    def _advance(self):
         app = self.app
         # stop at MAX_OUT: a client that pipelines many big requests and never reads must not
         # make us build every answer in memory; the loop calls resume() as the socket drains
@@ -70,9 +79,18 @@ class Session:
             if app.backend_s and not req.error and not self.ready:
                 self.waiting = True
                 return app.backend_s
+            if self.replies is not None:            # Redis has answered the head request
+                answer, self.replies = app.backend_answer(req, self.replies), None
+            elif app.backend is not None and (todo := app.backend_commands(req)) is not None:
+                if type(todo) is list:              # commands to send: park it, in a state
+                    self.waiting = True
+                    return todo
+                answer = todo                       # a bad guestbook request: answered now
+            else:
+                answer = app.respond(req)
             self.queue.popleft()
             self.ready = False
-            self.out += app.respond(req)
+            self.out += answer
             if not req.keep_alive:
                 self.closing, self.drain = True, bool(req.error)
                 self.queue.clear()

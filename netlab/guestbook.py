@@ -1,0 +1,107 @@
+"""ZeroHTTPd's guestbook, the one route that talks to a real backend (Redis).
+
+    GET  /guestbook    counts the visit (INCR) and lists the latest entries (LRANGE)
+    POST /guestbook    appends the request's body as an entry (RPUSH)
+
+Sans-I/O, like ``netlab.http``: this module says *which* Redis commands a request needs and
+*what* to answer once their replies are in; it never touches a socket. How a server waits for
+those replies is the lesson, and each model does it its own way: a blocking model calls Redis
+and waits in ``recv()`` (``BlockingBackend`` below); a readiness loop sends the commands on
+its own non-blocking socket and parks the request until the loop sees the replies; asyncio
+awaits ``redis.asyncio``. Every one of them answers with the same bytes, from ``answer``.
+
+Each INCR and RPUSH is one atomic command, so N concurrent visits count N and N concurrent
+POSTs store N entries, whatever the model.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from . import http
+from .servers import NetlabError
+
+PATH = "/guestbook"
+ENTRIES, VISITS = "netlab:guestbook:entries", "netlab:guestbook:visits"
+MAX_ENTRY = 1024            # bytes of one entry; more is 413
+SHOWN = 20                  # entries a GET lists (the latest), so a page does not grow forever
+
+
+def parse_address(address: str) -> tuple:
+    """'HOST:PORT' -> (host, port), or NetlabError in one sentence."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise NetlabError(f"a Redis address is HOST:PORT, like 127.0.0.1:6379, not {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def commands(req: http.Request) -> Union[list, bytes]:
+    """The Redis commands ``req`` needs, in order, or the whole answer when it needs none (a bad
+    request: 400 without a body, 413 over MAX_ENTRY, 405 another method)."""
+    ka = req.keep_alive
+    if req.method in ("GET", "HEAD"):
+        return [("INCR", VISITS), ("LLEN", ENTRIES), ("LRANGE", ENTRIES, -SHOWN, -1)]
+    if req.method != "POST":
+        return http.response(405, b"only GET, HEAD and POST\n", ka,
+                             extra="Allow: GET, HEAD, POST\r\n")
+    if req.body_length > MAX_ENTRY:
+        return http.response(413, b"a guestbook entry is at most %d bytes\n" % MAX_ENTRY, ka)
+    entry = req.body.strip()
+    if not entry:
+        return http.response(400, b"POST the entry as the request body\n", ka)
+    return [("RPUSH", ENTRIES, entry)]
+
+
+def answer(req: http.Request, replies: Sequence) -> bytes:
+    """The response to ``req`` from the replies to ``commands(req)``, in the same order."""
+    ka = req.keep_alive
+    if req.method == "POST":
+        return http.response(201, b"entry %d saved\n" % int(replies[0]), ka)
+    visits, total, latest = replies
+    total = int(total)
+    lines = [b"visitor %d; %d entr%s%s" % (int(visits), total, b"y" if total == 1 else b"ies",
+                                          b", the latest:" if latest else b"")]
+    lines += [b"- " + _bytes(e) for e in latest]
+    return http.response(200, b"\n".join(lines) + b"\n", ka, head_only=req.method == "HEAD")
+
+
+def unavailable(req: Optional[http.Request], why: str) -> bytes:
+    """503 with one sentence: the backend is down; the server itself keeps serving."""
+    ka = req.keep_alive if req is not None else False
+    return http.response(503, f"the guestbook's Redis is unavailable: {why}\n".encode(), ka)
+
+
+def _bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class BlockingBackend:
+    """The blocking models' way: a redis-py client, one socket per thread or process (its
+    pool hands each thread its own connection, and after a fork the child opens new ones), and
+    the request waits in ``recv()`` on it, like the model waits for everything."""
+
+    def __init__(self, address: str, timeout: float = 5.0):
+        self.host, self.port = parse_address(address)
+        self.timeout = timeout
+        self._client = None
+
+    def respond(self, req: http.Request) -> bytes:
+        todo = commands(req)
+        if isinstance(todo, bytes):
+            return todo
+        import redis
+        try:
+            if self._client is None:
+                self._client = redis.Redis(self.host, self.port, socket_timeout=self.timeout,
+                                           socket_connect_timeout=self.timeout)
+            pipe = self._client.pipeline(transaction=False)   # one round trip
+            for cmd in todo:
+                pipe.execute_command(*cmd)
+            return answer(req, pipe.execute())
+        except redis.RedisError as e:
+            return unavailable(req, _why(e))
+
+
+def _why(error: Exception) -> str:
+    text = str(error).strip().rstrip(".") or type(error).__name__
+    return text.splitlines()[0][:200]
