@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 
 from . import load as _load
 from .arguments import whole
+from .client import fetch
 from .env import machine, quick_mode
 from .lifecycle import serve
 from .monitor import Monitor, pin as _pin, server_cores, settle_sockets
@@ -150,10 +151,21 @@ def sweep(models: Sequence, concurrency: Iterable = (1, 10, 100), *,
             warnings.append(f"{srv.model} c={c} {wl or ''}: {w}")
             bar.note(f"warning: {warnings[-1]}")
 
-    def warm(srv):             # one client: many would leave a queue in a server that cannot
-        if warmup:             # keep up (iterative behind a backend) for the first level
-            _load.run(srv.url, 1, duration=warmup,
-                      **{k: v for k, v in load_kwargs.items() if k in ("keepalive", "path")})
+    def warm(srv):
+        """Whole requests, one at a time, for ``warmup`` s (imports, caches, the first fork).
+        Not a duration-bound run: that abandons the request in flight when its clock stops,
+        and a forking server's child still serving it behind a slow backend was counted by
+        the first level (3 processes at peak with 1 client, in notebook 02)."""
+        if not warmup:
+            return
+        end = time.monotonic() + warmup
+        while True:
+            try:
+                fetch(srv.url, load_kwargs.get("path"), timeout=max(5.0, 2 * srv.workload.backend_ms / 1000))
+            except NetlabError:          # a server that cannot answer yet is measured as it is
+                return
+            if time.monotonic() >= end:
+                return
 
     with bar:
         for target in models:

@@ -97,3 +97,13 @@ def test_holding_idle_connections_is_not_counted_as_request_work():
     assert r.load.requests == 100 and r.load.params["idle_connected"] == 500
     assert r.server.threads_max >= 500
     assert r.server.fds_max >= 500
+
+
+def test_the_warm_up_leaves_no_request_in_flight_for_the_first_level():
+    """A duration-bound warm-up abandoned its last request when its clock stopped: behind a slow
+    backend, the forking server's child still serving it was counted by the first level (3
+    processes at peak with 1 client). Whole requests only: with 1 client, at most 1 child."""
+    df = netlab.sweep(["forking"], concurrency=[1], requests=3, warmup=0.45,
+                      workloads=[{"backend_ms": 300}])
+    assert df["requests"].tolist() == [3]
+    assert df["server_procs_max"].max() <= 2, "a warm-up request was still being served"
