@@ -72,8 +72,9 @@ class EventLoop:
         self.timers = Timers()
         # the guestbook's Redis, on this loop's own wait (backend.py); bfd is its fd, or -1
         self.backend, self.bfd = None, -1
-        if app.workload.redis:
-            self.backend = LoopBackend(app.workload.redis, self._watch_backend, self.timers)
+        redis = app.workload.redis if app is not None else None     # None: unit tests' loops
+        if redis:
+            self.backend = LoopBackend(redis, self._watch_backend, self.timers)
 
     # --- the four methods a mechanism provides -------------------------------------------
     def register(self, fd: int, events: int) -> None:
