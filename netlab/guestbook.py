@@ -1,7 +1,9 @@
 """ZeroHTTPd's guestbook, the one route that talks to a real backend (Redis).
 
-    GET  /guestbook    counts the visit (INCR) and lists the latest entries (LRANGE)
+    GET  /guestbook    counts the visit (INCR) and lists the latest entries (LLEN, LRANGE)
     POST /guestbook    appends the request's body as an entry (RPUSH)
+    GET  /fanout/K     K independent calls (INCR of K counters): the fan-out of a request
+                       that needs several backends' answers
 
 Sans-I/O, like ``netlab.http``: this module says *which* Redis commands a request needs and
 *what* to answer once their replies are in; it never touches a socket. How a server waits for
@@ -12,6 +14,12 @@ awaits ``redis.asyncio``. Every one of them answers with the same bytes, from ``
 
 Each INCR and RPUSH is one atomic command, so N concurrent visits count N and N concurrent
 POSTs store N entries, whatever the model.
+
+The calls of one request are independent. Blocking code makes them one after another, each a
+round trip (it could pipeline them, but code that reads like a sequence of calls runs as one);
+an event loop sends them all and waits once; asyncio gathers them. Behind a backend d ms away,
+K calls take about K·d in the first style and about d in the other two: von Behren's
+"events make concurrency within a request easy", measured.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from . import http
 from .servers import NetlabError
 
 PATH = "/guestbook"
+FANOUT = "/fanout/"
+MAX_FANOUT = 64
 ENTRIES, VISITS = "netlab:guestbook:entries", "netlab:guestbook:visits"
 MAX_ENTRY = 1024            # bytes of one entry; more is 413
 SHOWN = 20                  # entries a GET lists (the latest), so a page does not grow forever
@@ -35,10 +45,24 @@ def parse_address(address: str) -> tuple:
     return host.strip("[]"), int(port)
 
 
+def handles(path: str) -> bool:
+    """Whether ``path`` (without its query) is one of the backend's routes."""
+    return path == PATH or path.startswith(FANOUT)
+
+
 def commands(req: http.Request) -> Union[list, bytes]:
     """The Redis commands ``req`` needs, in order, or the whole answer when it needs none (a bad
-    request: 400 without a body, 413 over MAX_ENTRY, 405 another method)."""
+    request: 400 without a body or with a bad K, 413 over MAX_ENTRY, 405 another method)."""
     ka = req.keep_alive
+    path = req.target.split("?", 1)[0]
+    if path.startswith(FANOUT):
+        if req.method not in ("GET", "HEAD"):
+            return http.response(405, b"only GET and HEAD\n", ka, extra="Allow: GET, HEAD\r\n")
+        k = http.int_at_most(path[len(FANOUT):], MAX_FANOUT)
+        if not k:
+            return http.response(400, b"use /fanout/K with 1 <= K <= %d\n" % MAX_FANOUT, ka,
+                                 head_only=req.method == "HEAD")
+        return [("INCR", f"netlab:fanout:{i}") for i in range(k)]
     if req.method in ("GET", "HEAD"):
         return [("INCR", VISITS), ("LLEN", ENTRIES), ("LRANGE", ENTRIES, -SHOWN, -1)]
     if req.method != "POST":
@@ -55,6 +79,9 @@ def commands(req: http.Request) -> Union[list, bytes]:
 def answer(req: http.Request, replies: Sequence) -> bytes:
     """The response to ``req`` from the replies to ``commands(req)``, in the same order."""
     ka = req.keep_alive
+    if req.target.startswith(FANOUT):
+        return http.response(200, b"%d calls answered\n" % len(replies), ka,
+                             head_only=req.method == "HEAD")
     if req.method == "POST":
         return http.response(201, b"entry %d saved\n" % int(replies[0]), ka)
     visits, total, latest = replies
@@ -78,7 +105,8 @@ def _bytes(value) -> bytes:
 class BlockingBackend:
     """The blocking models' way: a redis-py client, one socket per thread or process (its
     pool hands each thread its own connection, and after a fork the child opens new ones), and
-    the request waits in ``recv()`` on it, like the model waits for everything."""
+    the request waits in ``recv()`` on it, one call after another, like the model waits for
+    everything."""
 
     def __init__(self, address: str, timeout: float = 5.0):
         self.host, self.port = parse_address(address)
@@ -94,10 +122,8 @@ class BlockingBackend:
             if self._client is None:
                 self._client = redis.Redis(self.host, self.port, socket_timeout=self.timeout,
                                            socket_connect_timeout=self.timeout)
-            pipe = self._client.pipeline(transaction=False)   # one round trip
-            for cmd in todo:
-                pipe.execute_command(*cmd)
-            return answer(req, pipe.execute())
+            client = self._client
+            return answer(req, [client.execute_command(*cmd) for cmd in todo])
         except redis.RedisError as e:
             return unavailable(req, _why(e))
 

@@ -140,7 +140,7 @@ class App:
     def backend_commands(self, req: http.Request):
         """For an event loop: None when ``req`` needs no backend, else what ``guestbook.commands``
         says (the Redis commands to send, or the whole answer to a bad request)."""
-        if self.backend is None or req.error or req.target.split("?", 1)[0] != guestbook.PATH:
+        if self.backend is None or req.error or not guestbook.handles(req.target.split("?", 1)[0]):
             return None
         return guestbook.commands(req)
 
@@ -177,7 +177,7 @@ class App:
             burn_cpu(self.workload.cpu_us)
         ka = req.keep_alive
         path = req.target.split("?", 1)[0]
-        if path == guestbook.PATH:
+        if guestbook.handles(path):
             if self.backend is None:
                 return guestbook.unavailable(req, "this server was started without one: "
                                                   "serve(..., redis=ADDRESS), or --redis")

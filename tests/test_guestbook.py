@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -253,3 +256,80 @@ def test_cli_serve_with_a_private_redis_leaves_nothing():
     from netlab.monitor import wait_until
     assert wait_until(lambda: not psutil.pid_exists(redis_pid) or
                       psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+
+
+@needs_redis
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed: apt-get install strace")
+@pytest.mark.parametrize("model, wait", [("epoll", "epoll_ctl"), ("poll", "poll,ppoll"),
+                                         ("select", "select,pselect6")])
+def test_under_strace_the_redis_socket_is_in_the_loops_own_wait(model, wait, rds, clean, tmp_path):
+    """The kernel's own account: the socket connected to Redis is the fd the loop registers
+    with epoll_ctl (or passes to poll/select); no other thread makes the call."""
+    out = tmp_path / "trace"
+    with netlab.serve(model, redis=rds.address,
+                      wrap=["strace", "-f", "-e", f"trace=connect,{wait}", "-o", str(out)]) as srv:
+        assert http_call(srv.port)[0] == 200
+    text = out.read_text()
+    m = re.search(rf"connect\((\d+), .*sin_port=htons\({rds.port}\)", text)
+    assert m, "no connect() to Redis in the trace"
+    fd = m.group(1)
+    if model == "epoll":
+        assert re.search(rf"epoll_ctl\(\d+, EPOLL_CTL_ADD, {fd}, ", text)
+    elif model == "poll":
+        assert re.search(rf"poll\(\[.*\{{fd={fd}, ", text)
+    else:                       # glibc's select() is the pselect6 system call
+        assert re.search(rf"select6?\(\d+, \[[^\]]*\b{fd}\b", text)
+    pids = {line.split()[0] for line in text.splitlines()
+            if "connect(" in line or any(f"{w}(" in line for w in wait.split(","))}
+    assert len(pids) == 1, f"more than one thread waited or connected: {pids}"
+
+
+@pytest.mark.parametrize("target, status", [("/fanout/0", 400), ("/fanout/65", 400),
+                                            ("/fanout/x", 400), ("/fanout/", 400)])
+def test_a_bad_fanout_is_400(target, status):
+    assert parse_response(guestbook.commands(req("GET", target=target)))[0] == status
+
+
+def test_fanout_asks_k_independent_calls():
+    assert guestbook.commands(req("GET", target="/fanout/3")) == [
+        ("INCR", "netlab:fanout:0"), ("INCR", "netlab:fanout:1"), ("INCR", "netlab:fanout:2")]
+    assert parse_response(guestbook.commands(req("POST", b"x", target="/fanout/3")))[0] == 405
+    st, _, body = parse_response(guestbook.answer(req("GET", target="/fanout/3"), [1, 1, 1]))
+    assert st == 200 and body == b"3 calls answered\n"
+
+
+@needs_redis
+def test_the_delay_proxy_adds_its_delay_to_each_round_trip_and_leaves_nothing(rds):
+    from netlab.peers import delay_proxy
+    with delay_proxy(rds.port, 30) as slow:
+        import redis
+        c = redis.Redis(port=slow.port)
+        c.ping()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            c.ping()
+        serial = time.perf_counter() - t0
+        c.close()
+        pid, port = slow.pid, slow.port
+    assert serial >= 3 * 0.030 * 0.95        # a floor: the proxy holds each call 30 ms
+    assert proc_group(pid) == [] and not port_listening(port)
+
+
+@needs_redis
+def test_k_calls_cost_k_round_trips_blocking_and_one_on_an_event_loop():
+    """The floor is certain (each serial call waits out the proxy's delay); the event loops'
+    ceiling has a 4x margin over what they take (about one delay)."""
+    from netlab.experiments import ripping
+    df = ripping.fanout(ks=(8,), delay_ms=20, requests=3).set_index("style")
+    assert df.loc["blocking", "median_ms"] >= 8 * 20 * 0.95
+    for style in ("states on the loop", "async/await"):
+        assert df.loc[style, "min_ms"] < 0.5 * 8 * 20, df
+
+
+def test_the_three_styles_code_is_counted():
+    from netlab.experiments import ripping
+    df = ripping.code().set_index("style")
+    assert list(df.index) == ["blocking", "states on the loop", "async/await"]
+    assert df.loc["blocking", "stack_cuts"] == 0 < df.loc["async/await", "stack_cuts"]
+    assert df.loc["states on the loop", "functions"] > df.loc["blocking", "functions"]
+    assert (df["lines"] > 0).all()

@@ -13,13 +13,12 @@ from .forks import STOP_SIGNALS, run_workers
 
 
 async def _guestbook(rds, app, req, commands) -> bytes:
-    """The guestbook's Redis calls, awaited: the loop serves others until the replies come."""
+    """The guestbook's Redis calls, awaited together (each on a connection of the client's
+    pool): the loop serves others until the replies come."""
     import redis.asyncio as aioredis
     try:
-        pipe = rds.pipeline(transaction=False)
-        for cmd in commands:
-            pipe.execute_command(*cmd)
-        return app.backend_answer(req, await pipe.execute())
+        replies = await asyncio.gather(*(rds.execute_command(*cmd) for cmd in commands))
+        return app.backend_answer(req, list(replies))
     except (aioredis.RedisError, OSError) as e:
         return app.backend_answer(req, str(e).splitlines()[0] if str(e) else type(e).__name__)
 

@@ -1,0 +1,147 @@
+"""Stack ripping, measured: the same guestbook handler written three ways, and what each costs.
+
+von Behren, Condit and Brewer ("Why Events Are A Bad Idea (for high-concurrency servers)",
+HotOS 2003) argue that an event loop forces the programmer to rip the stack: the code after a
+call to a backend moves into a callback, and the local variables into a state object. Threads
+keep the call a call. Async/await is the third way: the compiler rips the stack for you.
+
+netlab runs ZeroHTTPd's guestbook (``netlab.guestbook``) in all three styles:
+
+- **blocking** (``threaded``): ``BlockingBackend.respond`` makes each Redis call and waits;
+- **states on the loop** (``epoll``): ``Session`` parks the request in a state, ``LoopBackend``
+  sends the commands on the loop's own socket, and callbacks resume it when the replies come;
+- **async/await** (``asyncio``): ``_guestbook`` awaits ``redis.asyncio``.
+
+``code()`` counts what each style takes to write (functions, lines, callbacks or awaits);
+``fanout()`` measures one request making K calls behind a backend d ms away (about K·d when
+the calls are made one after another, about d when they are made at once); ``load()`` measures
+throughput and p99 of the guestbook under C clients, behind the same delay.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+import time
+
+STYLES = {            # style -> (model, the functions that make up its guestbook path)
+    "blocking": ("threaded", ["netlab.guestbook:BlockingBackend.respond"]),
+    "states on the loop": ("epoll", [
+        "netlab.servers.session:Session._advance", "netlab.servers.session:Session.backend_done",
+        "netlab.servers.connection:Connection.schedule",
+        "netlab.servers.connection:Connection.backend_done",
+        "netlab.servers.backend:LoopBackend.call", "netlab.servers.backend:LoopBackend.ready",
+        "netlab.servers.backend:LoopBackend._deliver"]),
+    "async/await": ("asyncio", ["netlab.servers.asyncio_loop:_guestbook"]),
+}
+
+
+def _resolve(ref: str):
+    import importlib
+    module, _, qual = ref.partition(":")
+    obj = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _lines(src: str) -> int:
+    """Lines of code: not blank, not a comment, not the docstring."""
+    tree = ast.parse(textwrap.dedent(src))
+    doc = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node):
+            first = node.body[0]
+            doc.update(range(first.lineno, first.end_lineno + 1))
+    return sum(1 for i, line in enumerate(textwrap.dedent(src).splitlines(), 1)
+               if line.strip() and not line.strip().startswith("#") and i not in doc)
+
+
+def code():
+    """A DataFrame, a row per style: the functions its guestbook path spans, their lines of
+    code, and the places where the request's stack is cut (a callback registered, or an
+    ``await``) -- the states the programmer keeps, by hand or by compiler."""
+    import pandas as pd
+    rows = []
+    for style, (model, refs) in STYLES.items():
+        lines = cuts = 0
+        for ref in refs:
+            src = inspect.getsource(_resolve(ref))
+            lines += _lines(src)
+            tree = ast.parse(textwrap.dedent(src))
+            cuts += sum(isinstance(n, ast.Await) for n in ast.walk(tree))
+            cuts += sum(isinstance(n, ast.Call) and getattr(n.func, "attr", "") in
+                        ("call", "call_later") for n in ast.walk(tree))
+        rows.append(dict(style=style, model=model, functions=len(refs), lines=lines,
+                         stack_cuts=cuts))
+    return pd.DataFrame(rows)
+
+
+def _backend(delay_ms: float):
+    """A private Redis behind a delaying proxy: (context stack, the address servers use)."""
+    import contextlib
+    from ..peers import delay_proxy, redis_server
+    stack = contextlib.ExitStack()
+    rds = stack.enter_context(redis_server())
+    address = rds.address
+    if delay_ms:
+        address = stack.enter_context(delay_proxy(rds.port, delay_ms)).address
+    return stack, address
+
+
+def fanout(ks=(1, 2, 4, 8), delay_ms: float = 5.0, requests: int = 5, styles=None,
+           progress=False):
+    """One client, ``requests`` requests of ``/fanout/K`` for each K, each style, behind a
+    backend ``delay_ms`` away: a row per (style, K) with the median latency and what the two
+    laws predict (K·d for calls made one after another, d for calls made at once)."""
+    import pandas as pd
+    from ..client import fetch
+    from ..lifecycle import serve
+    from ..progress import Progress
+    styles = list(STYLES) if styles is None else list(styles)
+    rows = []
+    stack, address = _backend(delay_ms)
+    with stack, Progress(progress, len(styles) * len(ks), "fan-out") as bar:
+        for style in styles:
+            model = STYLES[style][0]
+            with serve(model, redis=address) as srv:
+                fetch(srv.url, "/fanout/1", timeout=30)           # connect to Redis first
+                for k in ks:
+                    bar.step(f"{style}, K={k}")
+                    times = []
+                    for _ in range(requests):
+                        t0 = time.perf_counter()
+                        reply = fetch(srv.url, f"/fanout/{k}", timeout=30)
+                        times.append((time.perf_counter() - t0) * 1000)
+                        if reply.status != 200:
+                            raise RuntimeError(f"{model} answered /fanout/{k} with "
+                                               f"{reply.status}: {reply.body[:200]!r}")
+                    times.sort()
+                    rows.append(dict(style=style, model=model, k=k, delay_ms=delay_ms,
+                                     median_ms=times[len(times) // 2], min_ms=times[0],
+                                     max_ms=times[-1], serial_law_ms=k * delay_ms,
+                                     concurrent_law_ms=delay_ms))
+    return pd.DataFrame(rows)
+
+
+def load(concurrency: int = 20, delay_ms: float = 5.0, duration: float = 2.0, styles=None,
+         progress=False, **load_kwargs):
+    """Every style's guestbook (GET /guestbook) under ``concurrency`` clients behind a backend
+    ``delay_ms`` away: one ``netlab.measure`` Result row per style."""
+    from ..harness import measure
+    from ..lifecycle import serve
+    from ..progress import Progress
+    from ..results import frame
+    styles = list(STYLES) if styles is None else list(styles)
+    results = []
+    stack, address = _backend(delay_ms)
+    with stack, Progress(progress, len(styles), "guestbook load") as bar:
+        for style in styles:
+            bar.step(style)
+            with serve(STYLES[style][0], redis=address) as srv:
+                results.append(measure(srv, concurrency, duration=duration, path="/guestbook",
+                                       **load_kwargs))
+    df = frame(results)
+    df.insert(0, "style", styles)
+    return df
