@@ -12,7 +12,7 @@
 
 __version__ = "0.1.0"
 
-from .client import Reply, fetch  # noqa: E402
+from .client import Reply, fetch, post  # noqa: E402
 from .env import quick_mode, setup  # noqa: E402
 from .lifecycle import Server, ServerError, serve  # noqa: E402
 from .servers import MODELS, Model, NetlabError  # noqa: E402
@@ -45,6 +45,7 @@ def source(obj):
 
 __all__ = ["App", "Model", "Monitor", "NetlabError", "Reply", "Server", "ServerError", "Workload",
            "WorkloadError", "check", "fetch", "handle_connection", "load", "measure",
-           "model", "models", "plots", "quick_mode", "results", "serve", "setup", "source", "sweep",
+           "model", "models", "plots", "post", "quick_mode", "results", "serve", "setup", "source",
+           "sweep",
            "timeline",
            "__version__"]

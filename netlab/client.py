@@ -19,7 +19,15 @@ class Reply:
     seconds: float       # wall time from connect to the last byte of the body
 
 
-def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
+def post(url: str, path: str = None, body: bytes = b"", timeout: float = 5.0) -> Reply:
+    """POST ``body`` to ``url`` (or to ``path`` on the server at ``url``), like ``fetch``."""
+    if not isinstance(body, (bytes, bytearray)):
+        raise NetlabError(f"the body is bytes, not {type(body).__name__}")
+    return fetch(url, path, timeout, method="POST", body=bytes(body))
+
+
+def fetch(url: str, path: str = None, timeout: float = 5.0, *, method: str = "GET",
+          body: bytes = None) -> Reply:
     """GET ``url`` (or ``path`` on the server at ``url``) on a fresh connection."""
     try:
         parts = urlsplit(url if isinstance(url, str) else "")
@@ -37,7 +45,7 @@ def fetch(url: str, path: str = None, timeout: float = 5.0) -> Reply:
     t0 = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", target, headers={"Connection": "close"})
+        conn.request(method, target, body=body, headers={"Connection": "close"})
         resp = conn.getresponse()
         body = resp.read()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body,
