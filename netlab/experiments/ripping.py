@@ -78,6 +78,42 @@ def code():
     return pd.DataFrame(rows)
 
 
+def loop_wait(model: str = "epoll") -> dict:
+    """The kernel's account of where ``model`` waits for Redis: it runs under ``strace -f`` for
+    one guestbook request, and the trace says which fd connected to Redis, whether the loop
+    added that fd to its own wait set (epoll_ctl, or the fd lists of poll/pselect6), and how
+    many threads made those calls. A dict: model, redis_fd, registered, threads, wait_call."""
+    import re
+    import tempfile
+    from ..client import fetch
+    from ..experiments.syscalls import strace
+    from ..lifecycle import serve
+    from ..peers import redis_server
+    from ..supervisor import remove
+    wait = {"epoll": "epoll_ctl", "poll": "poll,ppoll", "select": "select,pselect6"}[model]
+    fd, trace = tempfile.mkstemp(prefix="netlab-ripping-", suffix=".strace")
+    import os
+    os.close(fd)
+    try:
+        with redis_server() as rds:
+            with serve(model, redis=rds.address,
+                       wrap=[strace(), "-f", "-e", f"trace=connect,{wait}", "-o", trace]) as srv:
+                status = fetch(srv.url, "/guestbook", timeout=30).status
+            text = open(trace).read()
+        m = re.search(rf"connect\((\d+), .*sin_port=htons\({rds.port}\)", text)
+        redis_fd = int(m.group(1)) if m else None
+        found = {"epoll": rf"epoll_ctl\(\d+, EPOLL_CTL_ADD, {redis_fd}, ",
+                 "poll": rf"poll\(\[.*\{{fd={redis_fd}, ",
+                 "select": rf"select6?\(\d+, \[[^\]]*\b{redis_fd}\b"}[model]
+        calls = [ln for ln in text.splitlines()
+                 if "connect(" in ln or any(f"{w}(" in ln for w in wait.split(","))]
+        return dict(model=model, status=status, redis_fd=redis_fd,
+                    registered=bool(m and re.search(found, text)),
+                    threads=len({ln.split()[0] for ln in calls}), wait_call=wait.split(",")[0])
+    finally:
+        remove(trace)
+
+
 def _backend(delay_ms: float):
     """A private Redis behind a delaying proxy: (context stack, the address servers use)."""
     import contextlib
