@@ -8,7 +8,8 @@ The rules (the test suite runs them on every solution notebook):
   and ends with the recap (the cells with ids ``recap-md`` and ``recap-code``).
 - The only listings on the core path are models' own code: ``netlab.source("<model>")``, or a
   part of the loop or reactor a model is made of (``EventLoop.run``, ``Reactor``...), the blocking
-  models' shared ``netlab.handle_connection``, or the
+  models' shared ``netlab.handle_connection``, the guestbook's code in its three styles
+  (``guestbook.*``, ``LoopBackend``, ``asyncio_loop._guestbook``), or the
   operation a notebook without a model measures (``fdbench.wait_loop``). Plumbing (``netlab.source(some_function)``, helpers, signal masks) goes under "Going further".
 - **Every measurement on the core path is predicted first.** A code cell that measures (calls
   ``measure``, ``sweep``, ``timeline.run``, an experiment's ``run``...) uses a ``predicted_*``
@@ -40,7 +41,7 @@ MEASURES = re.compile(
 PREDICTED = re.compile(r"\bpredicted_\w+\b")
 SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 LISTING = re.compile(r"netlab\.source\(\s*([^)]*)\)")
-MODEL_CODE = re.compile(r"""(['"])[\w-]+\1|(EventLoop|Reactor|Acceptor|HttpHandler)(\.\w+)?|netlab\.handle_connection|fdbench\.wait_loop""")
+MODEL_CODE = re.compile(r"""(['"])[\w-]+\1|(EventLoop|Reactor|Acceptor|HttpHandler)(\.\w+)?|netlab\.handle_connection|LoopBackend(\.\w+)?|guestbook\.\w+(\.\w+)?|asyncio_loop\._guestbook|fdbench\.wait_loop""")
 EXEMPT_TAGS = {"widget", "check"}
 
 
