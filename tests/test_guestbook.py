@@ -319,3 +319,13 @@ def test_the_three_styles_code_is_counted():
     assert df.loc["blocking", "stack_cuts"] == 0 < df.loc["async/await", "stack_cuts"]
     assert df.loc["states on the loop", "functions"] > df.loc["blocking", "functions"]
     assert (df["lines"] > 0).all()
+
+
+@needs_redis
+def test_netlab_post_stores_an_entry_and_fetch_reads_it(rds, clean):
+    with netlab.serve("epoll", redis=rds.address) as srv:
+        assert netlab.post(srv.url, "/guestbook", b"hello").status == 201
+        reply = netlab.fetch(srv.url, "/guestbook")
+    assert reply.status == 200 and reply.body.endswith(b"- hello\n")
+    with pytest.raises(netlab.NetlabError, match="bytes"):
+        netlab.post("http://127.0.0.1:9/", "/guestbook", "text")
