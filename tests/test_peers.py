@@ -235,7 +235,7 @@ def test_peer_files_are_package_data():
     sources = [peers.PEERS_DIR / "tokio_src" / "Cargo.toml",
                *(peers.PEERS_DIR / "tokio_src" / "src" / "bin").glob("*.rs"),
                *(Path(netlab.__file__).parent / "clients").glob("*.mjs")]
-    assert len(sources) == 5
+    assert len(sources) == 6
     for path in (loadtools.WRK_SCRIPT, peers.PEERS_DIR / "hello.mjs", *sources):
         rel = path.relative_to(Path(netlab.__file__).parent)
         assert any(rel.match(p) for p in patterns), f"{rel} is not package data"

@@ -1,10 +1,10 @@
 // The notes' lower-level Node.js client: http.get with callbacks ('data', 'end'), the shape of
-// the loop underneath fetch. `node http_get.mjs URL N sequential|concurrent` prints one JSON line.
+// the loop underneath fetch.
+// `node http_get.mjs URL N sequential|concurrent` prints one JSON line (drive.mjs).
 import http from 'node:http';
+import { drive } from './drive.mjs';
 
-const [url, n = '10', mode = 'concurrent'] = process.argv.slice(2);
-
-function one() {
+function one(url) {
 	return new Promise((resolve) => {
 		http.get(url, { agent: false }, (resp) => {
 			let data = '';
@@ -16,12 +16,4 @@ function one() {
 	});
 }
 
-const start = performance.now();
-const statuses = [];
-if (mode === 'sequential') {
-	for (let i = 0; i < Number(n); i++) statuses.push(await one());
-} else {
-	statuses.push(...await Promise.all(Array.from({ length: Number(n) }, one)));
-}
-const wall_s = (performance.now() - start) / 1000;
-console.log(JSON.stringify({ client: 'node http.get', mode, n: Number(n), ok: statuses.filter(s => s === 200).length, wall_s, statuses }));
+await drive('node http.get', one);

@@ -19,6 +19,7 @@ it. ``wrap=["strace", "-f", ...]`` runs a peer under a command prefix, as ``netl
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,12 +83,31 @@ class Peer(Supervised):
         raise AssertionError("unreachable")
 
 
+def cache_dir(kind: str) -> Path:
+    """Where a peer built from source keeps its builds: ~/.cache/netlab/<kind>/ (or under
+    XDG_CACHE_HOME), one folder per version of the source, so only the first start pays."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "netlab" / kind
+
+
+def build_slot(kind: str, key: str, what: str) -> tuple:
+    """(the build's final folder, a fresh temp folder beside it to build in, then rename or
+    copy from); ServerError in one sentence when the cache cannot be written."""
+    final = cache_dir(kind) / key
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final, Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+    except OSError as e:
+        raise ServerError(f"cannot write {what} to {final.parent} ({e.strerror or e}): set "
+                          "XDG_CACHE_HOME to a writable folder") from None
+
+
 from .http_server import http_server  # noqa: E402  (they build on Peer)
 from .java import java, java_classes  # noqa: E402
 from .nginx import nginx  # noqa: E402
 from .node import node  # noqa: E402
-from .redis import Redis, redis_binary, redis_server  # noqa: E402  (a backend, not in PEERS)
-from .delay import Delayed, delay_proxy  # noqa: E402  (latency in user space, not in PEERS)
+from .redis import Redis, redis_binary, redis_server  # noqa: E402,F401  (a backend, not in PEERS)
+from .delay import Delayed, delay_proxy  # noqa: E402,F401  (latency in user space, not in PEERS)
 from . import tokio as _tokio  # noqa: E402
 from .tokio import tokio  # noqa: E402
 

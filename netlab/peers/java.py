@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -16,20 +15,15 @@ from ..env import TOOLS, need
 from ..servers import NetlabError, ServerError
 from ..sockets import check_port, free_port
 from ..supervisor import check_wrap
-from . import PEERS_DIR, Peer
+from . import PEERS_DIR, Peer, build_slot, cache_dir
 
 JAVA_SOURCE = PEERS_DIR / "NioServer.java"
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "netlab" / "java"
 
 
 def java_classes() -> Optional[Path]:
     """The compiled NioServer, if this version of its source was compiled before."""
     key = hashlib.sha256(JAVA_SOURCE.read_bytes()).hexdigest()[:16]
-    d = _cache_dir() / key
+    d = cache_dir("java") / key
     return d if (d / "NioServer.class").exists() else None
 
 
@@ -44,13 +38,7 @@ def compile_java() -> Path:
         raise NetlabError(f"javac is not installed: {TOOLS['java'][1]} (the built-in models "
                           "run without it)")
     key = hashlib.sha256(JAVA_SOURCE.read_bytes()).hexdigest()[:16]
-    final = _cache_dir() / key
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
-    except OSError as e:
-        raise ServerError(f"cannot write the compiled Java server to {final.parent} "
-                          f"({e.strerror or e}): set XDG_CACHE_HOME to a writable folder") from None
+    final, tmp = build_slot("java", key, "the compiled Java server")
     try:
         out = subprocess.run([javac, "-d", str(tmp), str(JAVA_SOURCE)], capture_output=True,
                              text=True, timeout=300)

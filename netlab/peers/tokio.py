@@ -14,14 +14,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 from ..servers import NetlabError, ServerError
 from ..sockets import check_port, free_port
 from ..supervisor import check_wrap
-from . import PEERS_DIR, Peer
+from . import PEERS_DIR, Peer, build_slot, cache_dir
 
 SOURCE = PEERS_DIR / "tokio_src"
 BINARIES = ("tokio-hello", "tokio-redis-client")
@@ -47,14 +46,9 @@ def _key() -> str:
     return h.hexdigest()[:16]
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "netlab" / "tokio"
-
-
 def tokio_binary(name: str = "tokio-hello") -> Optional[Path]:
     """A built binary (``BINARIES``), if this version of the source was built before."""
-    exe = _cache_dir() / _key() / name
+    exe = cache_dir("tokio") / _key() / name
     return exe if exe.exists() else None
 
 
@@ -78,13 +72,7 @@ def build(name: str = "tokio-hello") -> Path:
     why = unavailable()
     if why:
         raise NetlabError(why)
-    final = _cache_dir() / _key()
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    except OSError as e:
-        raise ServerError(f"cannot write the Tokio server to {final.parent} "
-                          f"({e.strerror or e}): set XDG_CACHE_HOME to a writable folder") from None
+    final, work = build_slot("tokio", _key(), "the Tokio server")
     try:
         shutil.copytree(SOURCE, work / "src-tree")
         (work / "src-tree" / ".cargo").mkdir(exist_ok=True)
