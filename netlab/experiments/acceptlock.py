@@ -1,7 +1,6 @@
 """Accept-lock contention: a pre-threaded pool takes turns on accept() under one mutex.
 
-The claim (course notes, pre-threaded pool): the mutex around accept() is contended, and the
-scheduler still has work to do. This runs the ``prethreaded`` model's own code, its mutex one
+The claim (course notes, pre-threaded pool): the mutex around accept() is contended. This runs the ``prethreaded`` model's own code, its mutex one
 that counts its waits, across pool sizes under a fixed load (concurrent clients, a connection per
 request) and reports per connection: thread-time spent waiting for the lock, the share of
 acquisitions that found it taken, the server's context switches and CPU, and the throughput with
@@ -208,9 +207,10 @@ def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_
     wait per connection (µs), acquisitions that waited, context switches and server CPU per
     connection, throughput, and what limited it. ``cpu_us``, ``pin`` and ``processes`` go to
     ``measure``: with them the server, not the client, can be the limit. With and without the
-    lock alternate at each pool size, and repeats come round after round, so a machine that
-    gets busier meanwhile disturbs both alike. Defaults: class sizes, or quick ones
-    (NETLAB_QUICK)."""
+    lock alternate at each pool size, and repeats come round after round, each round in the
+    opposite order to the one before (with, without; without, with; ...): a machine that gets
+    busier or quieter meanwhile disturbs both alike, and the runs of one repeat make a pair to
+    compare, neither always first. Defaults: class sizes, or quick ones (NETLAB_QUICK)."""
     import pandas as pd
     d = sizes()
     pool_sizes = tuple(pool_sizes or d["pool_sizes"])
@@ -226,7 +226,8 @@ def run(pool_sizes=None, connections=None, lock=True, concurrency=None, backend_
     if not isinstance(pin, bool):
         raise NetlabError(f"pin must be True or False, not {pin!r}")
     rows = []
-    todo = [(rep, n, lk) for rep in range(repeats) for n in pool_sizes for lk in locks]
+    todo = [(rep, n, lk) for rep in range(repeats) for n in pool_sizes
+            for lk in (locks if rep % 2 == 0 else locks[::-1])]
     with Progress(progress, len(todo), "accept lock") as bar:
         for rep, n, lk in todo:
             bar.step(f"pool {n}, lock {'on' if lk else 'off'}"

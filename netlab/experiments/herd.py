@@ -21,12 +21,13 @@ EAGAIN — how often depends on cores and scheduling. Every wasted wake-up is a 
 that is the signal.
 
 Who wins, with plain epoll: the kernel wakes the workers in a fixed order (``woken_first``), but
-waking is not running. Each woken worker is queued on a core, usually the client's own (its
-connect() did the waking, a "sync" wake-up: the waker is about to sleep), sometimes another, all
-within microseconds; each core then runs the worker its scheduler picks, and the first to reach
-accept() wins. So the split is uneven, and differs from run to run. Traced here with ftrace (4 workers, 2 cores, three runs of 1,000-2,000
-connections): the wake order was 3, 2, 1, 0 on every connection; the winner was the first worker
-to run in 94-99.7% of them, and the first woken won 5-7%. A loser running on another core at the
+waking is not running. Each woken worker is queued on a core, all within microseconds; each core
+then runs the worker its scheduler picks, and the first to reach accept() wins. So the split is
+uneven, and differs from run to run. Traced here with ftrace (4 workers, 2 cores, 18 runs of
+1,000-2,000 connections): the wake order was 3, 2, 1, 0 on every connection; the winner was the
+first worker to run in 94-99.7% of them; the worker woken last won most often in 15 of 18 runs
+and the first woken least (why the scheduler favours the latest wake-up is not established here;
+which core the winner ran on followed no rule). A loser running on another core at the
 same time as the winner can pass epoll_wait()'s re-check before the winner's accept() empties
 the queue: its own accept() fails, an EAGAIN (99-100% of EAGAINs ran on another core than the
 winner's). ``run(mode, log=True)`` and ``races(df)`` show this per connection: the winner, its

@@ -1,8 +1,8 @@
 """Pre-threaded pool: N threads started up front; a mutex lets one at a time call accept().
 
 Concurrency: N threads, each serving one connection at a time. No thread creation per
-connection, but idle threads queue on the accept lock: each connection costs a lock hand-off
-(futex wake-ups, context switches), and N slow clients stall the pool. ``lock=False`` drops the
+connection, but idle threads queue on the accept lock (one sleeps in accept(), the rest on the
+mutex), and N slow clients stall the pool. ``lock=False`` drops the
 mutex and lets the kernel arbitrate accept() itself, for comparison. ``lock`` may also be a
 lock object of your own (the acceptlock experiment passes one that counts its waits).
 """
