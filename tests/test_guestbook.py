@@ -348,3 +348,24 @@ def test_a_students_server_serves_the_guestbook_through_app(rds, clean):
         assert http_call(srv.port, "POST", b"mine")[0] == 201
         st, _, body = http_call(srv.port)
     assert st == 200 and body.endswith(b"- mine\n") and clean.llen(guestbook.ENTRIES) == 1
+
+
+def test_ripping_plot_draws_a_line_per_style_and_both_laws():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+    from netlab.experiments import ripping
+    rows = [dict(style=s, k=k, delay_ms=5.0, median_ms=k * 5.0 if s == "blocking" else 5.5)
+            for s in ripping.STYLES for k in (1, 2, 4)]
+    fig = ripping.plot(pd.DataFrame(rows))
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels[:3] == list(ripping.STYLES) and len(labels) == 5
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+@needs_redis
+def test_a_loop_holds_one_redis_connection_and_a_pool_one_per_thread():
+    from netlab.experiments import ripping
+    assert ripping.redis_connections("epoll", clients=10, requests=100) == 1
+    assert ripping.redis_connections("prethreaded", clients=10, requests=100) <= 8
