@@ -109,6 +109,8 @@ class BlockingBackend:
     everything."""
 
     def __init__(self, address: str, timeout: float = 5.0):
+        import redis            # here, before any model forks: a forking server's children
+        self._redis = redis     # would each import it again, ~0.2 s of CPU per connection
         self.host, self.port = parse_address(address)
         self.timeout = timeout
         self._client = None
@@ -117,11 +119,14 @@ class BlockingBackend:
         todo = commands(req)
         if isinstance(todo, bytes):
             return todo
-        import redis
+        redis = self._redis
         try:
-            if self._client is None:
+            if self._client is None:      # no retries: redis-py's default backs off ~4 s
+                from redis.backoff import NoBackoff     # before it admits Redis is gone
+                from redis.retry import Retry
                 self._client = redis.Redis(self.host, self.port, socket_timeout=self.timeout,
-                                           socket_connect_timeout=self.timeout)
+                                           socket_connect_timeout=self.timeout,
+                                           retry=Retry(NoBackoff(), 0))
             client = self._client
             return answer(req, [client.execute_command(*cmd) for cmd in todo])
         except redis.RedisError as e:

@@ -38,6 +38,9 @@ def needs(tool):
 def peer_params():
     for name, spec in peers.PEERS.items():
         marks = [needs(spec.tool)] if spec.tool else []
+        if name == "uvloop":
+            why = dict((n, r) for n, _, r in peers.available_peers())["uvloop"]
+            marks = [pytest.mark.skipif(bool(why), reason=why or "-")]
         if name.startswith("tokio"):
             why = tokio_peer.unavailable()
             marks = [pytest.mark.skipif(bool(why), reason=why or "-")]
@@ -218,7 +221,8 @@ def test_missing_tool_on_path(monkeypatch):
 
 
 def test_peer_table():
-    assert set(peers.PEERS) == {"nginx", "node", "java", "tokio", "tokio-current", "http.server"}
+    assert set(peers.PEERS) == {"nginx", "node", "java", "tokio", "tokio-current", "uvloop",
+                                "http.server"}
     for name, (factory, tool, description) in peers.PEERS.items():
         assert callable(factory) and description
         assert tool is None or tool in netlab.env.TOOLS
@@ -444,3 +448,15 @@ def test_tokio_multi_thread_has_a_worker_per_core_and_current_thread_one_thread(
                           timeout=5), _waiting_in(current.pid)
     with pytest.raises(netlab.NetlabError, match="'multi' or 'current'"):
         peers.tokio(flavor="green")
+
+
+def test_uvloop_is_an_option_of_the_asyncio_model_and_says_when_it_is_missing(monkeypatch):
+    with pytest.raises(netlab.NetlabError, match="True or False"):
+        netlab.Server("asyncio", uvloop="yes")
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvloop" else real(name, *a))
+    with pytest.raises(netlab.NetlabError, match="pip install uvloop"):
+        netlab.Server("asyncio", uvloop=True)
+    assert "pip install uvloop" in dict((n, r) for n, _, r in peers.available_peers())["uvloop"]

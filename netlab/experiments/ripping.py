@@ -181,3 +181,42 @@ def load(concurrency: int = 20, delay_ms: float = 5.0, duration: float = 2.0, st
     df = frame(results)
     df.insert(0, "style", styles)
     return df
+
+
+def plot(df, ax=None, title=None):
+    """``fanout()``'s table as lines: median latency against K for each style, with the two
+    laws (K·D dashed, D dotted). Returns the Figure."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    d = float(df["delay_ms"].iloc[0])
+    ks = sorted(df["k"].unique())
+    for style, g in df.groupby("style", sort=False):
+        ax.plot(g.k, g.median_ms, marker="o", label=style)
+    ax.plot(ks, [k * d for k in ks], "k--", lw=1, label="K · D (one after another)")
+    ax.axhline(d, color="grey", ls=":", lw=1, label="D (all at once)")
+    ax.set(xlabel="calls per request (K)", ylabel="latency of one request (ms, median)",
+           title=title or f"Fan-out with Redis {d:g} ms away")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def redis_connections(model: str, clients: int = 20, requests: int = 200) -> int:
+    """How many connections ``model`` holds open to Redis after ``clients`` concurrent
+    clients made ``requests`` guestbook requests: counted by Redis (CLIENT LIST), once the
+    number has settled (a forking server's children close theirs as they exit)."""
+    from ..lifecycle import serve
+    from ..load import run
+    from ..monitor import wait_until
+    from ..peers import redis_server
+    with redis_server() as rds, serve(model, redis=rds.address) as srv:
+        db = rds.client()
+        run(srv.url, clients, requests=requests, path="/guestbook", timeout=30)
+        counts = []
+
+        def settled() -> bool:
+            counts.append(len(db.client_list()) - 1)          # not our own
+            return len(counts) >= 5 and len(set(counts[-5:])) == 1
+        wait_until(settled, timeout=10, interval=0.05)
+        db.close()
+        return counts[-1]

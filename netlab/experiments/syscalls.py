@@ -27,7 +27,7 @@ from . import command, standalone
 from ..progress import Progress
 from ..servers import NetlabError
 
-PEERS = ("node", "java", "tokio", "tokio-current")
+PEERS = ("node", "java", "tokio", "tokio-current", "uvloop")
 WARMUP = 20                      # requests both servers get before the measured load
 NOISE = 0.01                     # calls per request below this are start-up noise: dropped
 COLUMNS = ["syscall", "calls", "calls_per_request", "errors", "errors_per_request", "seconds",

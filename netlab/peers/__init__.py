@@ -1,9 +1,11 @@
-"""Real servers run like netlab's models: nginx, Node.js, Java NIO and python -m http.server.
+"""Real servers run like netlab's models: nginx, Node.js, Java NIO, Tokio, asyncio on uvloop and
+python -m http.server.
 
 Why peers: to compare netlab's models with real servers under the same load. The lesson is that
 the architecture matters more than the language. nginx (an epoll loop per worker process, in C),
-the course notes' Node.js server (one libuv loop, in JavaScript) and their Java NIO selector loop
-are the same design as netlab's ``epoll`` and ``reactor`` models, and they behave alike when the
+the course notes' Node.js server (one libuv loop, in JavaScript), their Java NIO selector loop,
+Tokio's runtime (in Rust) and asyncio on uvloop (libuv again) are the same design as netlab's
+``epoll`` and ``reactor`` models, and they behave alike when the
 same clients load them. ``python -m http.server``, the notes' baseline (a thread per
 connection behind a listen backlog of 5), is there to show where the course starts.
 
@@ -19,6 +21,7 @@ it. ``wrap=["strace", "-f", ...]`` runs a peer under a command prefix, as ``netl
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -127,9 +130,19 @@ PEERS = {
                       "connection, a worker thread per core (Rust)"),
     "tokio-current": PeerSpec(functools.partial(tokio, flavor="current"), "cargo",
                               "Tokio's current-thread runtime: one thread, one loop (Rust)"),
+    "uvloop": PeerSpec(lambda wrap=None: _uvloop(wrap), None, "netlab's asyncio model on uvloop: "
+                       "the same coroutines on libuv's loop (Node.js's), in C"),
     "http.server": PeerSpec(http_server, None, "python -m http.server: a thread per connection, "
                             "listen backlog 5"),
 }
+
+
+def _uvloop(wrap=None):
+    """netlab's asyncio model on uvloop, started like a peer (a Server: the same surface)."""
+    from ..lifecycle import serve
+    srv = serve("asyncio", uvloop=True, wrap=wrap)
+    srv.model = "uvloop"            # what tables and messages call it
+    return srv
 
 
 def available_peers() -> list:
@@ -145,5 +158,8 @@ def available_peers() -> list:
             reason = f"javac is not installed (needed once, to compile): {TOOLS['java'][1]}"
         elif name.startswith("tokio"):
             reason = _tokio.unavailable()
+        elif name == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            reason = ("uvloop is not installed: pip install uvloop (requirements.txt installs "
+                      "it where a wheel exists)")
         rows.append((name, not reason, reason))
     return rows

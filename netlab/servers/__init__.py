@@ -9,6 +9,7 @@ announcing it, stopping, reaping, checking for leaks) is the same for all of the
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import select as _select
 import socket
@@ -90,6 +91,9 @@ class Model:
             default = self.options[key]
             if isinstance(default, bool) and not isinstance(value, bool):
                 raise NetlabError(f"option {key} must be True or False, not {value!r}")
+        if options.get("uvloop") and importlib.util.find_spec("uvloop") is None:
+            raise NetlabError("uvloop is not installed: pip install uvloop (requirements.txt "
+                              "installs it where a wheel exists)")
         if options.get("exclusive") and not FEATURES["exclusive"][0]:
             raise NetlabError(f"exclusive=True {FEATURES['exclusive'][1]}")
         if options.get("exclusive") and (workers or self.default_workers) < 2:
@@ -139,7 +143,8 @@ MODELS = [
           options={"edge": False, "exclusive": False}, needs=("epoll",), **_EVENT_LOOP),
     Model("reactor", "the Reactor pattern: selectors.DefaultSelector dispatching to callbacks",
           **_EVENT_LOOP),
-    Model("asyncio", "coroutines on the asyncio event loop", **_EVENT_LOOP),
+    Model("asyncio", "coroutines on the asyncio event loop (uvloop=True: on libuv's)",
+          options={"uvloop": False}, **_EVENT_LOOP),
     Model("reuseport", "N processes, each with its own SO_REUSEPORT socket and epoll loop",
           workers="processes", default_workers=os.cpu_count() or 2, options={"edge": False},
           needs=("fork", "reuseport"), reuseport=True, always_forks=True),

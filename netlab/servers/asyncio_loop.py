@@ -11,6 +11,8 @@ import signal
 
 from .forks import STOP_SIGNALS, run_workers
 
+MAX_REDIS = 64          # connections to the guestbook's Redis, at most, per process
+
 
 async def _guestbook(rds, app, req, commands) -> bytes:
     """The guestbook's Redis calls, awaited together (each on a connection of the client's
@@ -66,7 +68,16 @@ async def _main(listen, app, held):
         import redis.asyncio as aioredis
         from ..guestbook import parse_address
         host, port = parse_address(app.workload.redis)
-        rds = aioredis.Redis(host=host, port=port, socket_timeout=5, socket_connect_timeout=5)
+        # a bounded pool that makes a request wait for a free connection: the default pool
+        # refuses ("Too many connections") as soon as 100 requests gather their calls at once
+        # (and no retries: redis-py's default backs off ~4 s before it admits Redis is gone)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        pool = aioredis.BlockingConnectionPool(host=host, port=port, max_connections=MAX_REDIS,
+                                               timeout=5, socket_timeout=5,
+                                               socket_connect_timeout=5,
+                                               retry=Retry(NoBackoff(), 0))
+        rds = aioredis.Redis(connection_pool=pool)
     server = await asyncio.start_server(lambda r, w: _handle(r, w, app, rds), sock=listen,
                                         limit=65536, backlog=4096)
     await stopping                # then asyncio.run cancels the connections' tasks
@@ -79,11 +90,15 @@ async def _main(listen, app, held):
         await rds.aclose()
 
 
-def _run(listen, app):
+def _run(listen, app, uvloop=False):
     # hold stop signals until the loop can take them (they are delivered then, not lost)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if os.name == "posix" else None
-    asyncio.run(_main(listen, app, held))
+    if uvloop:                  # the same coroutines on libuv's loop (Node.js's), in C
+        import uvloop as _uvloop
+        _uvloop.run(_main(listen, app, held))
+    else:
+        asyncio.run(_main(listen, app, held))
 
 
-def serve(listen, app, workers=1):
-    run_workers(workers, _run, listen, app)
+def serve(listen, app, workers=1, uvloop=False):
+    run_workers(workers, _run, listen, app, uvloop)

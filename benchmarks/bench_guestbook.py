@@ -1,0 +1,101 @@
+"""The guestbook's throughput by style, and netlab's epoll against Tokio on one core (a script).
+
+1. ``GET /guestbook`` (three Redis calls) under 20 clients, on ``threaded`` (blocking calls),
+   ``epoll`` (the calls on the loop's own Redis socket) and ``asyncio`` (awaited), with Redis
+   next door and 5 ms away (netlab's delay proxy): the median rate of ``--repeats`` runs each,
+   in alternating order, and the loop's ratio to the blocking model's.
+2. netlab's ``epoll`` model against Tokio's current-thread runtime (one thread, the same
+   design), each pinned to core 0, keep-alive, wrk on core 1 (netlab's generator if wrk is
+   missing): the ratio. Target (benchmarks/README.md): epoll ≥ 0.6× Tokio on one core.
+
+    .venv/bin/python benchmarks/bench_guestbook.py [--seconds 3] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import sys
+
+import netlab
+from netlab import loadtools, peers
+from netlab.experiments import ripping
+from netlab.monitor import Monitor, pin
+
+TOKIO_TARGET = 0.6
+
+
+def guestbook(seconds, repeats):
+    rates = {}
+    for delay in (0.0, 5.0):
+        for rep in range(repeats):
+            styles = list(ripping.STYLES) if rep % 2 == 0 else list(ripping.STYLES)[::-1]
+            df = ripping.load(concurrency=20, delay_ms=delay, duration=seconds, styles=styles)
+            for r in df.itertuples():
+                rates.setdefault((delay, r.style), []).append((r.rps, r.limited_by))
+    print("GET /guestbook, 20 clients, a connection per request (median of runs):")
+    print(f"{'Redis':>10} {'style':>20} {'req/s':>9}  limited by")
+    for (delay, style), runs in sorted(rates.items()):
+        rps = statistics.median(r for r, _ in runs)
+        print(f"{(f'{delay:g} ms away' if delay else 'next door'):>10} {style:>20} {rps:>9,.0f}  "
+              f"{', '.join(sorted({lim for _, lim in runs}))}")
+    for delay in (0.0, 5.0):
+        block = statistics.median(r for r, _ in rates[(delay, "blocking")])
+        loop = statistics.median(r for r, _ in rates[(delay, "states on the loop")])
+        print(f"Redis {delay:g} ms away: the loop / blocking = {loop / block:.2f}")
+
+
+def tokio(seconds, repeats):
+    why = dict((n, r) for n, _, r in peers.available_peers())["tokio-current"]
+    if why:
+        print(f"Tokio: not run, {why}")
+        return
+    wrk = shutil.which("wrk") is not None
+    rates = {"epoll": [], "tokio-current": []}
+    for rep in range(repeats):
+        for name in (list(rates) if rep % 2 == 0 else list(rates)[::-1]):
+            with (netlab.serve("epoll") if name == "epoll" else peers.PEERS[name].factory()) as srv:
+                pin(srv, [0])
+                if wrk:
+                    loadtools.wrk(srv.url, 50, 1, keepalive=True, cpus=[1])          # warm-up
+                    with Monitor(srv, cores=1) as mon:
+                        r = loadtools.wrk(srv.url, 50, seconds, keepalive=True, cpus=[1])
+                    rates[name].append((r.rps, mon.usage.cpu_s / mon.usage.seconds))
+                else:
+                    r = netlab.measure(srv, 50, duration=seconds, keepalive=True, pin=True)
+                    rates[name].append((r.load.rps, r.server.cpu_s / r.server.seconds))
+    tool = "wrk -t1" if wrk else "netlab's generator"
+    print(f"\nkeep-alive, 50 connections, server on core 0, {tool} on core 1 (median of {repeats}):")
+    for name, runs in rates.items():
+        print(f"  {name:>14}: {statistics.median(r for r, _ in runs):>9,.0f} req/s, server core "
+              f"{statistics.median(c for _, c in runs):.0%} busy")
+    ratio = statistics.median(r for r, _ in rates["epoll"]) / statistics.median(
+        r for r, _ in rates["tokio-current"])
+    print(f"  epoll / Tokio (current thread) = {ratio:.2f} (target ≥ {TOKIO_TARGET}: "
+          f"{'met' if ratio >= TOKIO_TARGET else 'NOT met'})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        print("needs 2 cores")
+        return 2
+    print(f"{datetime.date.today()}, {platform.system()} {platform.release()}, Python "
+          f"{platform.python_version()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n")
+    if netlab.peers.redis_binary()[0] is None:
+        print(f"guestbook: not run, {netlab.peers.redis_binary()[1]}")
+    else:
+        guestbook(args.seconds, args.repeats)
+    tokio(args.seconds, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
