@@ -10,7 +10,7 @@ lock object of your own (the acceptlock experiment passes one that counts its wa
 import contextlib
 import threading
 
-from .blocking import accept, handle_connection
+from .blocking import accept, handle_connection, start_thread
 
 DEFAULT_WORKERS = 8
 
@@ -26,8 +26,6 @@ def serve(listen, app, workers=DEFAULT_WORKERS, lock=True):
     mutex = lock                  # a lock object of your own is used as it is
     if isinstance(lock, bool):
         mutex = threading.Lock() if lock else contextlib.nullcontext()
-    threads = [threading.Thread(target=_worker, args=(listen, app, mutex), daemon=True)
-               for _ in range(workers)]
-    for t in threads:
-        t.start()
+    for _ in range(workers):      # each leaves the stop signals to the main thread
+        start_thread(_worker, listen, app, mutex)
     threading.Event().wait()      # the main thread only waits, until the server is stopped

@@ -5,13 +5,12 @@ Concurrency: OS threads, one per connection, scheduled by the kernel. Cheaper th
 CPython the GIL lets only one of them run Python code at a time: CPU work does not scale.
 """
 
-import threading
-
-from .blocking import accept, handle_connection
+from .blocking import accept, handle_connection, start_thread
 
 
 def serve(listen, app):
     while True:
         conn = accept(listen)
-        # daemon: a thread stuck on an idle client must not keep the process alive at stop
-        threading.Thread(target=handle_connection, args=(conn, app), daemon=True).start()
+        # a daemon thread (one stuck on an idle client must not keep the process alive at stop)
+        # that leaves the stop signals to the main thread: see start_thread
+        start_thread(handle_connection, conn, app)
