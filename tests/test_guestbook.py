@@ -369,3 +369,29 @@ def test_a_loop_holds_one_redis_connection_and_a_pool_one_per_thread():
     from netlab.experiments import ripping
     assert ripping.redis_connections("epoll", clients=10, requests=100) == 1
     assert ripping.redis_connections("prethreaded", clients=10, requests=100) <= 8
+
+
+def test_a_reply_nobody_asked_for_fails_the_waiting_calls_and_does_not_crash_the_loop():
+    """Redis answering more than it was asked (two replies to one command) breaks the pairing of
+    replies with requests: the connection is dropped and what waits gets a sentence; the loop's
+    read must stop there, not read on from a socket that is gone."""
+    from netlab.servers.backend import LoopBackend
+    from netlab.servers.session import Timers
+    listener = socket.create_server(("127.0.0.1", 0))
+    watched, got = [], []
+    backend = LoopBackend(f"127.0.0.1:{listener.getsockname()[1]}",
+                          lambda fd, r, w: watched.append((fd, r, w)), Timers())
+    try:
+        backend.call([("PING",)], got.append)
+        peer, _ = listener.accept()
+        with peer:
+            peer.settimeout(10)
+            backend.ready()                   # connected (the loop would say: writable): send
+            assert peer.recv(100) == b"*1\r\n$4\r\nPING\r\n"
+            peer.sendall(b"+PONG\r\n+EXTRA\r\n")
+            from netlab.monitor import wait_until
+            assert wait_until(lambda: backend.ready() or backend.sock is None, timeout=5)
+        assert got == [[b"PONG"]] and backend.sock is None and watched[-1][1:] == (False, False)
+    finally:
+        backend.close()
+        listener.close()

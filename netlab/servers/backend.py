@@ -93,6 +93,8 @@ class LoopBackend:
                 if reply is False:
                     break
                 self._deliver(reply)
+                if self.sock is None:    # a reply nobody asked for: the connection is gone
+                    return
         self._flush()
 
     def close(self) -> None:
