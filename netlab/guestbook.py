@@ -130,9 +130,10 @@ class BlockingBackend:
             client = self._client
             return answer(req, [client.execute_command(*cmd) for cmd in todo])
         except redis.RedisError as e:
-            return unavailable(req, _why(e))
+            return unavailable(req, why(e))
 
 
-def _why(error: Exception) -> str:
+def why(error: Exception) -> str:
+    """A backend error as one short sentence (its first line), for a 503's body."""
     text = str(error).strip().rstrip(".") or type(error).__name__
     return text.splitlines()[0][:200]

@@ -18,11 +18,12 @@ async def _guestbook(rds, app, req, commands) -> bytes:
     """The guestbook's Redis calls, awaited together (each on a connection of the client's
     pool): the loop serves others until the replies come."""
     import redis.asyncio as aioredis
+    from ..guestbook import why
     try:
         replies = await asyncio.gather(*(rds.execute_command(*cmd) for cmd in commands))
         return app.backend_answer(req, list(replies))
     except (aioredis.RedisError, OSError) as e:
-        return app.backend_answer(req, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return app.backend_answer(req, why(e))
 
 
 async def _handle(reader, writer, app, rds=None):
