@@ -630,3 +630,54 @@ def test_fuzz_feed_never_raises_and_is_chunking_independent():
             assert not p.failed
             assert all(r.method and r.target for r in whole)
         assert feed_all(_chunks(rng, data)) == whole, data
+
+
+# --- the fast path (http._plain) answers exactly as the general path ---------------------------
+PLAIN_REQUESTS = [
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",                       # wrk
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"HEAD /bytes/10?q=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",         # ab -k
+    b"GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\nX-Empty:\r\n"
+    b"X-Pad: \t spaced  value\t \r\nConnection: close\r\n\r\n",
+]
+
+
+def _general(data: bytes) -> list:
+    """What the general path makes of ``data``: fed in two pieces, the fast path never sees it."""
+    p = RequestParser()
+    return p.feed(data[:1]) + p.feed(data[1:])
+
+
+def _mutants(seed: int, n: int):
+    rng = random.Random(seed)
+    alphabet = [b"\r", b"\n", b"\t", b" ", b":", b"\x00", b"\x7f", b"\x80", b"\xff", b"\x0b",
+                b"\x0c", b"A", b"-", b"/", b"\r\n", b"\r\n\r\n", b"Content-Length: 3\r\n",
+                b"Transfer-Encoding: chunked\r\n", b"Host: b\r\n", b"HTTP/1.2", b"\xc3\xa9"]
+    for _ in range(n):
+        data = bytearray(rng.choice(PLAIN_REQUESTS))
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(data) + 1)
+            op = rng.random()
+            if op < 0.5:
+                data[i:i] = rng.choice(alphabet)
+            elif op < 0.8:
+                del data[i:i + rng.randint(1, 4)]
+            else:
+                data[i:i + 1] = rng.choice(alphabet)
+        yield bytes(data)
+
+
+def test_plain_requests_take_the_fast_path():
+    # else the general path would quietly do all the work and the test below would prove nothing
+    for data in PLAIN_REQUESTS:
+        assert http._plain(data) is not None, data
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_fast_path_parses_exactly_as_the_general_path(seed):
+    cases = list(PLAIN_REQUESTS) + list(_mutants(seed, 1500))
+    fast_taken = 0
+    for data in cases:
+        fast_taken += http._plain(data) is not None
+        assert RequestParser().feed(data) == _general(data), data
+    assert fast_taken >= 50              # the mutants reach the fast path, not just its refusals
