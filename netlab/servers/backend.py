@@ -19,6 +19,8 @@ import errno
 import socket
 from collections import deque
 
+import hiredis
+
 from ..guestbook import parse_address
 
 TIMEOUT = 5.0          # seconds a call may wait for its replies before its request gets 503
@@ -35,8 +37,6 @@ class LoopBackend:
     """
 
     def __init__(self, address: str, watch, timers):
-        global hiredis
-        import hiredis                # only a loop that has a backend needs it
         self.address = parse_address(address)
         self._watch, self._timers = watch, timers
         self.sock = None
