@@ -1,0 +1,224 @@
+"""io_uring: one thread submits operations (accept, recv, send) to a ring shared with the kernel
+and reaps their completions: "tell me when this is done" instead of "which sockets are ready?".
+
+Concurrency: a readiness loop asks which sockets are ready, then makes the recv/send calls
+itself; here the recv and send *are* the operations: the kernel does them when it can and posts
+a completion (CQE) with the result. Every SQE produced while handling one batch of completions
+goes to the kernel in the same ``io_uring_enter`` that waits for the next batch (``batch=True``);
+``batch=False`` makes one ``io_uring_enter`` per operation, to count the difference. With
+``multishot=True`` one accept SQE keeps producing connections (Linux 5.19+) instead of one SQE
+per connection. Backend timers are a TIMEOUT operation; the guestbook's Redis socket is a
+POLL_ADD on the same ring. The ring itself (setup, SQEs, CQEs) is in ``ring.py``.
+
+What completion-based I/O asks in exchange: the kernel writes into our buffer after we asked,
+so each in-flight recv owns a buffer (RECV_SIZE per connection: the price of C10K here; the
+kernel's provided-buffer pools avoid it). And an fd may be closed only when no operation on it
+is in flight, or the number could be reused under it: closing cancels them first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import itertools
+import os
+import socket
+import struct
+import time
+
+from .backend import LoopBackend
+from .blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
+from .connection import Connection
+from .forks import run_workers
+from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CQE_F_MORE, POLL_ADD, RECV, SEND,
+                   TIMEOUT, Ring, address)
+from .session import Session, Timers
+
+RECV_SIZE = 16384       # bytes one recv may deliver: a buffer per connection, in flight
+SEND_MAX = 256 * 1024   # bytes handed to one send; the kernel may take fewer (then: the rest)
+ENTRIES = 1024          # SQ slots: SQEs prepared between two io_uring_enter calls
+POLLIN, POLLOUT = 1, 4
+
+
+class Conn(Connection):
+    """One connection: the shared Session driver, with recv and send as operations in flight
+    (at most one of each), not calls made when the socket is ready."""
+    __slots__ = ("loop", "fd", "buf", "recving", "sending", "drain")
+
+    def __init__(self, loop, sock):
+        # not Connection.__init__, which makes the socket non-blocking: the kernel waits for
+        # it inside io_uring, and some kernels answer an O_NONBLOCK recv with EAGAIN instead
+        self.sock, self.session, self.timers = sock, Session(loop.app), loop.timers
+        self.backend, self.events, self.closed, self.drain = loop.backend, 0, False, False
+        self.loop, self.fd = loop, sock.fileno()
+        self.buf = ctypes.create_string_buffer(RECV_SIZE)
+        self.recving = self.sending = None      # the token of the op in flight, or None
+
+    def flush(self) -> None:
+        """Keep in flight what the session needs: a send while bytes are owed, a recv while it
+        ``wants_read`` (none under backpressure); close once it is finished."""
+        if self.closed:
+            return
+        s = self.session
+        if s.can_produce:                       # room again: answer requests held back
+            self.schedule(s.resume())
+        if s.out and self.sending is None:
+            chunk = bytes(s.out[:SEND_MAX])     # s.out may grow meanwhile; this may not
+            self.sending = self.loop.submit(SEND, self.fd, self.sent, chunk, addr=address(chunk),
+                                            length=len(chunk), op_flags=socket.MSG_NOSIGNAL)
+        if s.finished:
+            return self.close(s.drain)
+        if s.wants_read and self.recving is None:
+            self.recving = self.loop.submit(RECV, self.fd, self.got, self.buf,
+                                            addr=address(self.buf), length=RECV_SIZE)
+
+    def got(self, res: int, flags: int) -> None:
+        """A recv completed: ``res`` bytes are in our buffer (0: EOF, < 0: -errno)."""
+        self.recving = None
+        if self.closed:                         # cancelled, or raced the cancel: ignored
+            return self.release()
+        if res < 0:                             # reset by the client
+            return self.close()
+        self.received(ctypes.string_at(self.buf, res))
+        self.flush()
+
+    def sent(self, res: int, flags: int) -> None:
+        """A send completed: the kernel took ``res`` bytes; the rest goes in the next send."""
+        self.sending = None
+        if self.closed:
+            return self.release()
+        if res < 0:
+            return self.close()
+        del self.session.out[:res]
+        self.flush()
+
+    def close(self, drain: bool = False) -> None:
+        """Cancel what is in flight; the socket closes when the last completion is in."""
+        if not self.closed:
+            self.closed, self.drain = True, drain
+            for token in (self.recving, self.sending):
+                if token is not None:
+                    self.loop.submit(ASYNC_CANCEL, -1, None, addr=token)
+        self.release()
+
+    def release(self) -> None:
+        if self.recving is None and self.sending is None and self.fd >= 0:
+            self.loop.conns.discard(self)
+            close_socket(self.sock, self.drain)
+            self.fd = -1
+
+
+class UringLoop:
+    """The completion loop: submit, wait, call each completion's callback, run timers."""
+
+    def __init__(self, listen: socket.socket, app, batch=True, multishot=False):
+        self.listen, self.app, self.batch, self.multishot = listen, app, batch, multishot
+        listen.setblocking(True)        # accept waits in the kernel (see Conn.__init__)
+        self.ring = Ring(ENTRIES)
+        self.ops = {}                   # user_data -> (callback, buffer the kernel uses)
+        self.tokens = itertools.count(1)
+        self.conns = set()
+        self.timers = Timers()
+        self.timer_at = None            # deadline of the TIMEOUT in flight
+        self.ts = ctypes.create_string_buffer(16)   # its struct __kernel_timespec
+        self.backend, self.bfd, self.bmask, self.bpoll = None, -1, 0, None
+        if app is not None and app.workload.redis:
+            self.backend = LoopBackend(app.workload.redis, self._watch_backend, self.timers)
+
+    def submit(self, opcode, fd, callback, buf=None, token=None, **sqe) -> int:
+        """Queue one operation; ``callback(res, flags)`` runs on its completion. ``buf`` is
+        kept alive until then. Returns its token (the SQE's user_data)."""
+        token = token or next(self.tokens)
+        self.ops[token] = (callback, buf)
+        self.ring.prep(opcode, fd, token, **sqe)
+        if not self.batch:
+            self.ring.enter(wait=False)         # one system call for this one operation
+        return token
+
+    def run(self) -> None:
+        self._accept()
+        try:
+            while True:
+                delay = self.timers.timeout()
+                if delay != 0:                  # submit the batch and wait, in one call
+                    if delay is not None:
+                        self._timer(delay)
+                    self.ring.enter(wait=True)
+                elif self.ring.pending():
+                    self.ring.enter(wait=False)
+                for token, res, flags in self.ring.reap():
+                    op = self.ops.get(token) if flags & CQE_F_MORE else self.ops.pop(token, None)
+                    if op is not None and op[0] is not None:
+                        op[0](res, flags)
+                self.timers.run_due()
+        finally:
+            if self.backend is not None:
+                self.backend.close()
+            self.ring.close()                   # the kernel cancels what is in flight
+            for c in self.conns:
+                c.sock.close()
+
+    def _accept(self) -> None:
+        self.submit(ACCEPT, self.listen.fileno(), self._accepted, op_flags=socket.SOCK_CLOEXEC,
+                    ioprio=ACCEPT_MULTISHOT if self.multishot else 0)
+
+    def _accepted(self, res: int, flags: int) -> None:
+        again = not flags & CQE_F_MORE          # single-shot, or the kernel ended the multishot
+        if res >= 0:
+            c = Conn(self, socket.socket(self.listen.family, socket.SOCK_STREAM, 0, fileno=res))
+            self.conns.add(c)
+            c.flush()                           # its first recv
+        elif -res in _FD_ERRORS:                # out of fds: try again in 100 ms
+            warn_fd_limit(OSError(-res, os.strerror(-res)))
+            if again:
+                self.timers.call_later(0.1, self._accept)
+            return
+        elif -res != errno.ECONNABORTED:
+            raise OSError(-res, f"accept through io_uring: {os.strerror(-res)}")
+        if again:
+            self._accept()
+
+    def _timer(self, delay: float) -> None:
+        """A TIMEOUT operation completes when the next backend timer is due (ends the wait)."""
+        at = time.monotonic() + delay
+        if self.timer_at is not None and self.timer_at <= at:
+            return                              # one in flight ends the wait soon enough
+        self.timer_at = at
+        struct.pack_into("qq", self.ts, 0, int(delay), int(delay % 1 * 1e9))
+        self.submit(TIMEOUT, -1, lambda res, flags: self._timer_done(at), self.ts,
+                    addr=address(self.ts), length=1)
+
+    def _timer_done(self, at: float) -> None:
+        if self.timer_at == at:
+            self.timer_at = None
+
+    def _watch_backend(self, fd: int, read: bool, write: bool) -> None:
+        """The backend's interest: a POLL_ADD in flight for it, re-armed on each completion.
+        A poll that does not cover the new interest (or any, once it closes) is cancelled."""
+        self.bfd, self.bmask = fd, (POLLIN if read else 0) | (POLLOUT if write else 0)
+        if self.bpoll is not None and (not self.bmask or self.bmask & ~self.bpoll[1]):
+            self.submit(ASYNC_CANCEL, -1, None, addr=self.bpoll[0])
+            self.bpoll = None
+        self._poll_backend()
+
+    def _poll_backend(self) -> None:
+        if self.bmask and self.bpoll is None:
+            token = next(self.tokens)
+            self.bpoll = (token, self.bmask)
+            self.submit(POLL_ADD, self.bfd, lambda res, flags: self._backend_polled(token),
+                        token=token, op_flags=self.bmask)
+
+    def _backend_polled(self, token: int) -> None:
+        if self.bpoll is None or self.bpoll[0] != token:
+            return                              # a poll we cancelled (the fd may be reused)
+        self.bpoll = None
+        self.backend.ready()                    # reads, sends; may change the interest
+        self._poll_backend()
+
+
+def _run(listen, app, batch, multishot):
+    UringLoop(listen, app, batch, multishot).run()
+
+
+def serve(listen, app, workers=1, batch=True, multishot=False):
+    run_workers(workers, _run, listen, app, batch, multishot)
