@@ -23,9 +23,9 @@ import struct
 import sys
 
 # opcodes (include/uapi/linux/io_uring.h) and the kernel that brought them
-NOP, POLL_ADD, TIMEOUT, ACCEPT, ASYNC_CANCEL, SEND, RECV = 0, 6, 11, 13, 14, 26, 27
+POLL_ADD, TIMEOUT, ACCEPT, ASYNC_CANCEL, CLOSE, SEND, RECV = 6, 11, 13, 14, 19, 26, 27
 NEEDED = {"ACCEPT": ACCEPT, "RECV": RECV, "SEND": SEND, "POLL_ADD": POLL_ADD,
-          "TIMEOUT": TIMEOUT, "ASYNC_CANCEL": ASYNC_CANCEL}          # all there in 5.6
+          "TIMEOUT": TIMEOUT, "ASYNC_CANCEL": ASYNC_CANCEL, "CLOSE": CLOSE}   # all in 5.6
 ACCEPT_MULTISHOT = 1            # in the SQE's ioprio field (Linux 5.19)
 CQE_F_MORE = 2                  # a multishot operation will complete again
 ENTER_GETEVENTS = 1
@@ -146,6 +146,7 @@ class Ring:
 
 
 FEAT_FAST_POLL = 1 << 5         # a recv that must wait arms a poll, not a kernel thread (5.7)
+DISABLED = "/proc/sys/kernel/io_uring_disabled"     # 0 allowed, 1 a group only, 2 nobody
 
 
 def support() -> tuple:
@@ -158,7 +159,7 @@ def support() -> tuple:
         ring = Ring(4)
     except OSError as e:
         try:
-            with open("/proc/sys/kernel/io_uring_disabled") as f:
+            with open(DISABLED) as f:
                 disabled = f.read().strip()
         except OSError:
             disabled = "0"
@@ -192,10 +193,10 @@ def support() -> tuple:
     return True, ""
 
 
-def multishot_accept() -> str:
+def multishot_accept(release: str = None) -> str:
     """Why multishot accept cannot be used here ('' when it can): it needs Linux 5.19, and
     a kernel without it would fail the accept with EINVAL."""
-    release = os.uname().release if _libc is not None else "not Linux"
+    release = release or (os.uname().release if _libc is not None else "not Linux")
     try:
         if tuple(int(x) for x in release.split("-")[0].split(".")[:2]) >= (5, 19):
             return ""

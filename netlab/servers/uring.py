@@ -30,8 +30,8 @@ from .backend import LoopBackend
 from .blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
 from .connection import Connection
 from .forks import run_workers
-from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CQE_F_MORE, POLL_ADD, RECV, SEND,
-                   TIMEOUT, Ring, address)
+from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CLOSE, CQE_F_MORE, POLL_ADD, RECV,
+                   SEND, TIMEOUT, Ring, address)
 from .session import Session, Timers
 
 RECV_SIZE = 16384       # bytes one recv may deliver: a buffer per connection, in flight
@@ -45,12 +45,13 @@ class Conn(Connection):
     (at most one of each), not calls made when the socket is ready."""
     __slots__ = ("loop", "fd", "buf", "recving", "sending", "drain")
 
-    def __init__(self, loop, sock):
-        # not Connection.__init__, which makes the socket non-blocking: the kernel waits for
-        # it inside io_uring, and some kernels answer an O_NONBLOCK recv with EAGAIN instead
-        self.sock, self.session, self.timers = sock, Session(loop.app), loop.timers
+    def __init__(self, loop, fd):
+        # a bare fd, not a socket object (whose creation asks getsockname), and not
+        # Connection.__init__, which makes it non-blocking: the kernel waits for it inside
+        # io_uring, and some kernels answer an O_NONBLOCK recv with EAGAIN instead
+        self.sock, self.session, self.timers = None, Session(loop.app), loop.timers
         self.backend, self.events, self.closed, self.drain = loop.backend, 0, False, False
-        self.loop, self.fd = loop, sock.fileno()
+        self.loop, self.fd = loop, fd
         self.buf = ctypes.create_string_buffer(RECV_SIZE)
         self.recving = self.sending = None      # the token of the op in flight, or None
 
@@ -104,7 +105,10 @@ class Conn(Connection):
     def release(self) -> None:
         if self.recving is None and self.sending is None and self.fd >= 0:
             self.loop.conns.discard(self)
-            close_socket(self.sock, self.drain)
+            if self.drain:          # read leftovers first (blocking.close): rare, done here
+                close_socket(socket.socket(fileno=self.fd), True)
+            else:                   # closing is one more operation on the ring
+                self.loop.submit(CLOSE, self.fd, None)
             self.fd = -1
 
 
@@ -139,24 +143,40 @@ class UringLoop:
         self._accept()
         try:
             while True:
-                delay = self.timers.timeout()
-                if delay != 0:                  # submit the batch and wait, in one call
-                    if delay is not None:
-                        self._timer(delay)
-                    self.ring.enter(wait=True)
-                elif self.ring.pending():
-                    self.ring.enter(wait=False)
-                for token, res, flags in self.ring.reap():
-                    op = self.ops.get(token) if flags & CQE_F_MORE else self.ops.pop(token, None)
-                    if op is not None and op[0] is not None:
-                        op[0](res, flags)
-                self.timers.run_due()
+                self.turn()
         finally:
-            if self.backend is not None:
-                self.backend.close()
-            self.ring.close()                   # the kernel cancels what is in flight
-            for c in self.conns:
-                c.sock.close()
+            self.close()
+
+    def turn(self) -> None:
+        """One round: submit what was prepared and wait (one system call, unless a timer is
+        already due), handle the completions, run the timers that are due."""
+        delay = self.timers.timeout()
+        if delay != 0:
+            if delay is not None:
+                self._timer(delay)
+            self.ring.enter(wait=True)
+        elif self.ring.pending():
+            self.ring.enter(wait=False)
+        self.complete(self.ring.reap())
+        self.timers.run_due()
+
+    def complete(self, cqes) -> None:
+        """Call each completion's callback, found by its token. A token that is not in
+        ``ops`` (an operation already finished, or cancelled) is ignored."""
+        for token, res, flags in cqes:
+            op = self.ops.get(token) if flags & CQE_F_MORE else self.ops.pop(token, None)
+            if op is not None and op[0] is not None:
+                op[0](res, flags)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        if self.ring.pending():                 # CLOSEs not yet submitted
+            self.ring.enter(wait=False)
+        self.ring.close()                       # the kernel cancels what is in flight
+        for c in self.conns:
+            os.close(c.fd)
+        self.conns.clear()
 
     def _accept(self) -> None:
         self.submit(ACCEPT, self.listen.fileno(), self._accepted, op_flags=socket.SOCK_CLOEXEC,
@@ -165,7 +185,7 @@ class UringLoop:
     def _accepted(self, res: int, flags: int) -> None:
         again = not flags & CQE_F_MORE          # single-shot, or the kernel ended the multishot
         if res >= 0:
-            c = Conn(self, socket.socket(self.listen.family, socket.SOCK_STREAM, 0, fileno=res))
+            c = Conn(self, res)
             self.conns.add(c)
             c.flush()                           # its first recv
         elif -res in _FD_ERRORS:                # out of fds: try again in 100 ms
@@ -216,9 +236,5 @@ class UringLoop:
         self._poll_backend()
 
 
-def _run(listen, app, batch, multishot):
-    UringLoop(listen, app, batch, multishot).run()
-
-
 def serve(listen, app, workers=1, batch=True, multishot=False):
-    run_workers(workers, _run, listen, app, batch, multishot)
+    run_workers(workers, lambda: UringLoop(listen, app, batch, multishot).run())
