@@ -64,9 +64,9 @@ class Ring:
     def __init__(self, entries: int = 256):
         params = ctypes.create_string_buffer(120)          # struct io_uring_params
         self.fd = _sys(_SETUP, entries, ctypes.addressof(params))
-        head = struct.unpack_from("6I", params, 0)         # sq_entries cq_entries flags ...
-        sq = struct.unpack_from("7I", params, 40)          # head tail mask entries flags dropped array
-        cq = struct.unpack_from("6I", params, 80)          # head tail mask entries overflow cqes
+        head = struct.unpack_from("6I", params, 0)    # sq_entries cq_entries flags ... features
+        sq = struct.unpack_from("7I", params, 40)     # offsets: head tail mask entries .. array
+        cq = struct.unpack_from("6I", params, 80)     # offsets: head tail mask entries .. cqes
         self.entries, cq_entries, self.features = head[0], head[1], head[5]
         self.maps = []
         try:
