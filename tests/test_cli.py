@@ -23,14 +23,16 @@ def run(*args, timeout=30):
     return subprocess.run(PY + list(args), capture_output=True, text=True, timeout=timeout)
 
 
-def test_models_json_lists_all_eleven():
+def test_models_json_lists_all_twelve():
     out = run("models", "--json")
     assert out.returncode == 0
     rows = json.loads(out.stdout)
-    assert len(rows) == 11
+    assert len(rows) == 12
     assert {"name", "available", "reason", "summary"} <= set(rows[0])
-    if sys.platform.startswith("linux"):
-        assert all(r["available"] for r in rows)
+    if sys.platform.startswith("linux"):       # io_uring alone may be refused on Linux
+        assert all(r["available"] for r in rows if r["name"] != "uring")
+    uring = rows[-1]
+    assert uring["name"] == "uring" and uring["available"] == (uring["reason"] == "")
 
 
 def test_models_table():

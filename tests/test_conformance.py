@@ -22,8 +22,11 @@ CASES = [(m.name, {}) for m in netlab.models()] + [
     ("poll", {"workers": 2}),
     ("prethreaded", {"lock": False}),
     ("reuseport", {"workers": 2, "edge": True}),
+    ("uring", {"batch": False}),
+    ("uring", {"multishot": True}),
+    ("uring", {"workers": 2}),
 ]
-EVENT_LOOPS = {"select", "poll", "epoll", "reactor", "asyncio", "reuseport"}
+EVENT_LOOPS = {"select", "poll", "epoll", "reactor", "asyncio", "reuseport", "uring"}
 
 
 def _id(case):
@@ -35,6 +38,10 @@ def _start(name, **kw):
     model = netlab.model(name)
     if not model.available:
         pytest.skip(model.reason)
+    if kw.get("multishot"):
+        from netlab.servers.ring import multishot_accept
+        if multishot_accept():
+            pytest.skip(multishot_accept())
     return netlab.serve(name, **kw)
 
 

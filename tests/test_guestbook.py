@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BINARY, WHY = redis_binary()
 needs_redis = pytest.mark.skipif(BINARY is None, reason=WHY)
 MODELS = [m.name for m in netlab.models(available_only=True)]
-LOOPS = [m for m in ("select", "poll", "epoll", "reactor", "asyncio") if m in MODELS]
+# (uring is a completion loop, not a readiness loop, but waits on Redis the same way: a
+# POLL_ADD on its own ring, no thread)
+LOOPS = [m for m in ("select", "poll", "epoll", "reactor", "asyncio", "uring") if m in MODELS]
 
 
 def req(method="GET", body=b"", target="/guestbook", headers=None) -> http.Request:

@@ -172,12 +172,14 @@ def test_an_unpicklable_function_gets_a_clear_error():
         netlab.serve(loop)
 
 
-def test_models_registry_lists_eleven_in_course_order():
+def test_models_registry_lists_twelve_in_course_order():
     names = [m.name for m in netlab.models()]
     assert names == ["iterative", "forking", "preforked", "threaded", "prethreaded", "select",
-                     "poll", "epoll", "reactor", "asyncio", "reuseport"]
-    if sys.platform.startswith("linux"):
-        assert all(m.available and m.reason == "" for m in netlab.models())
+                     "poll", "epoll", "reactor", "asyncio", "reuseport", "uring"]
+    if sys.platform.startswith("linux"):       # io_uring alone may be refused on Linux
+        assert all(m.available and m.reason == "" for m in netlab.models() if m.name != "uring")
+        from netlab.servers.ring import support
+        assert netlab.model("uring").available == support()[0]
 
 
 def test_data_reference_table_has_its_source_and_the_tlpi_shape():

@@ -28,7 +28,33 @@ class ServerError(NetlabError):
     """A server or peer could not start, or it died, or it left something behind."""
 
 
-# feature -> (present here?, why not when absent). Checked by attribute, never by a failed call.
+class _Probed:
+    """A (present here?, why not) pair found by trying, once, on first use: io_uring can be
+    compiled in and still refused (a sysctl, a container's seccomp filter), and a trial costs
+    a ring's setup, which importing netlab should not pay."""
+
+    def __init__(self, probe):
+        self._probe, self._value = probe, None
+
+    def _get(self):
+        if self._value is None:
+            self._value = self._probe()
+        return self._value
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __getitem__(self, i):
+        return self._get()[i]
+
+
+def _uring_support():
+    from .ring import support
+    return support()
+
+
+# feature -> (present here?, why not when absent). Checked by attribute, never by a failed call
+# (except io_uring, which only a trial can tell: see _Probed).
 FEATURES = {
     "fork": (hasattr(os, "fork"), "needs os.fork(), which Windows lacks (use WSL)"),
     "poll": (hasattr(_select, "poll"), "needs select.poll(), which Windows lacks (use WSL)"),
@@ -38,6 +64,7 @@ FEATURES = {
                   "needs SO_REUSEPORT load balancing and epoll, which are Linux features"),
     "exclusive": (hasattr(_select, "EPOLLEXCLUSIVE"),
                   "needs EPOLLEXCLUSIVE (Linux 4.5 or later)"),
+    "uring": _Probed(_uring_support),
 }
 
 
@@ -99,6 +126,10 @@ class Model:
         if options.get("exclusive") and (workers or self.default_workers) < 2:
             raise NetlabError("exclusive=True only matters with workers > 1 (it decides which "
                               "of several processes waiting on one socket is woken)")
+        if options.get("multishot"):
+            from .ring import multishot_accept
+            if why := multishot_accept():
+                raise NetlabError(why)
         if workers is None:
             return self.default_workers
         if not self.workers:
@@ -148,6 +179,8 @@ MODELS = [
     Model("reuseport", "N processes, each with its own SO_REUSEPORT socket and epoll loop",
           workers="processes", default_workers=os.cpu_count() or 2, options={"edge": False},
           needs=("fork", "reuseport"), reuseport=True, always_forks=True),
+    Model("uring", "one thread, io_uring: submit operations, reap completions (Linux 5.7+)",
+          options={"batch": True, "multishot": False}, needs=("uring",), **_EVENT_LOOP),
 ]
 
 _BY_NAME = {m.name: m for m in MODELS}
