@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
+import selectors
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
@@ -110,11 +113,22 @@ def refused(monkeypatch, tmp_path):
     (errno.EPERM, "1", "io_uring_group"),
     (errno.EPERM, "0", "seccomp"),
     (errno.ENOSYS, "0", "ENOSYS"),
+    (errno.ENOMEM, "1", "ulimit -l"),          # not the sysctl's doing: only EPERM is
 ])
 def test_a_refused_ring_says_why_in_one_sentence(refused, err, disabled, words):
     refused(err, disabled)
     ok, why = ring.support()
     assert not ok and words in why and why.count(". ") == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe needs Linux")
+def test_another_architecture_is_refused_in_one_sentence(monkeypatch):
+    import types
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: types.SimpleNamespace(
+        sysname=real.sysname, release=real.release, machine="aarch64"))
+    ok, why = ring.support()
+    assert not ok and "aarch64" in why and "memory ordering" in why
 
 
 @needs_uring
@@ -201,3 +215,148 @@ def test_no_kernel_worker_thread_appears_under_load():
             done.set()
             watcher.join()
         assert most and max(most) == 1, max(most)
+
+
+# ---------------------------------------------------------------- found by an adversarial review
+
+def _io_wq_workers(pid):
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                n += f.read().startswith("iou-wrk")
+        except OSError:
+            pass
+    return n
+
+
+@needs_uring
+def test_no_kernel_worker_thread_appears_when_clients_half_close():
+    """Clients that pipeline big answers, half-close and stop reading: a send with no room
+    must wait on the ring (MSG_DONTWAIT, then POLL_ADD), not in a kernel worker thread, which
+    io_uring made for each such client after 128 fruitless wake-ups (20 threads for 20)."""
+    n = 20
+    with netlab.serve("uring") as srv:
+        peak, done = [0], threading.Event()
+
+        def watch():
+            while not done.is_set():
+                try:
+                    peak[0] = max(peak[0], _io_wq_workers(srv.pid))
+                except OSError:
+                    pass
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        socks, stalled = [], threading.Barrier(n)
+
+        def client():
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            socks.append(s)
+
+            def write():
+                s.sendall(b"GET /bytes/100000 HTTP/1.1\r\nHost: t\r\n\r\n" * 1000)
+                s.shutdown(socket.SHUT_WR)          # half-close: "that is all I ask"
+            threading.Thread(target=write, daemon=True).start()
+            s.settimeout(20)
+            got = 0
+            while got < 30_000_000:                 # read fast for a while...
+                got += len(s.recv(1 << 20))
+            stalled.wait()
+            time.sleep(1)                           # ...then stop reading
+
+        try:
+            clients = [threading.Thread(target=client) for _ in range(n)]
+            for c in clients:
+                c.start()
+            for c in clients:
+                c.join()
+        finally:
+            done.set()
+            watcher.join()
+            for s in socks:
+                s.close()
+        assert peak[0] == 0, f"{peak[0]} io-wq workers for {n} half-closed clients"
+
+
+@needs_uring
+@pytest.mark.parametrize("options", [{}, {"multishot": True}, {"batch": False}])
+def test_more_completions_than_the_cq_holds_are_all_handled(options):
+    """6,000 recvs complete while the server is stopped (SIGSTOP): 3x the CQ's 2,048 slots,
+    and each answer needs two SQEs (send, recv): 12,000 prepared in one round (SQ: 1,024)."""
+    n = 6000
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < n + 200:
+        pytest.skip("needs ulimit -n above 6200")
+    with netlab.serve("uring", **options) as srv:
+        proc = psutil.Process(srv.pid)
+        socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(n)]
+        assert wait_until(lambda: proc.num_fds() >= n, timeout=30)
+        proc.suspend()
+        try:
+            for s in socks:
+                s.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.5)
+        finally:
+            proc.resume()
+        sel, bufs, answered = selectors.DefaultSelector(), {}, 0
+        for s in socks:
+            s.setblocking(False)
+            bufs[s] = bytearray()
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while answered < n and time.monotonic() < deadline:
+            for key, _ in sel.select(1):
+                d = key.fileobj.recv(65536)
+                bufs[key.fileobj] += d
+                if not d or bufs[key.fileobj].endswith(b"x" * 10):
+                    answered += bufs[key.fileobj].endswith(b"x" * 10)
+                    sel.unregister(key.fileobj)
+        for s in socks:
+            s.close()
+        sel.close()
+        assert answered == n
+
+
+@needs_uring
+@pytest.mark.parametrize("options", [{}, {"multishot": True}])
+def test_out_of_fds_it_keeps_accepting_once_fds_free(options):
+    """RLIMIT_NOFILE 64 in the server; 300 Connection: close clients at once: all answered.
+    The limit is set before the server starts: a multishot accept reads it once, when it is
+    submitted (test_fd_exhaustion lowers it under a running server, for the single-shot one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        srv = netlab.serve("uring", **options)         # the server inherits the limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with srv:
+        socks = []
+        for _ in range(300):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", srv.port))
+            socks.append(s)
+        sel, bufs, answered, live = selectors.DefaultSelector(), {}, 0, len(socks)
+        for s in socks:
+            bufs[s] = bytearray()
+            sel.register(s, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + 30
+        while live and time.monotonic() < deadline:
+            for key, ev in sel.select(1):
+                s = key.fileobj
+                if ev & selectors.EVENT_WRITE:
+                    s.send(b"GET /bytes/10 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    sel.modify(s, selectors.EVENT_READ)
+                    continue
+                d = s.recv(65536)
+                bufs[s] += d
+                if not d:
+                    answered += bufs[s].endswith(b"x" * 10)
+                    sel.unregister(s)
+                    live -= 1
+        for s in socks:
+            s.close()
+        sel.close()
+        assert answered == 300
+        assert "out of file descriptors" in srv.log()

@@ -29,6 +29,7 @@ NEEDED = {"ACCEPT": ACCEPT, "RECV": RECV, "SEND": SEND, "POLL_ADD": POLL_ADD,
 ACCEPT_MULTISHOT = 1            # in the SQE's ioprio field (Linux 5.19)
 CQE_F_MORE = 2                  # a multishot operation will complete again
 ENTER_GETEVENTS = 1
+ENTRIES = 1024                  # SQ slots of the model's ring (the kernel makes the CQ twice that)
 # (the CQ has 2 x entries slots: completions beyond that wait in the kernel, not lost, since 5.5)
 _OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
 _REGISTER_PROBE = 8
@@ -101,6 +102,9 @@ class Ring:
         """Fill the next SQE (submitting first if the queue is full) and publish it."""
         if self.pending() >= self.entries:
             self.enter(wait=False)
+            if self.pending() >= self.entries:  # the kernel took none: a slot would be lost
+                raise OSError(errno.EBUSY, "io_uring's submission queue is full and the kernel "
+                              "takes no more until its completions are reaped")
         i = self.tail & self.sq_mask
         _SQE.pack_into(self.sqes, i * _SQE.size, opcode, 0, ioprio, fd, off, addr, length,
                        op_flags, user_data, 0, 0, 0, 0, 0)
@@ -156,15 +160,22 @@ def support() -> tuple:
     It sets up (and tears down) a ring: call it once, lazily (``servers.FEATURES``)."""
     if _libc is None:
         return False, "needs io_uring, which is Linux-only (5.7 or later)"
+    if os.uname().machine not in ("x86_64", "amd64"):
+        # x86 keeps plain stores and loads in order; elsewhere the ring's head and tail need
+        # the barriers liburing uses (smp_store_release, smp_load_acquire), which ctypes lacks
+        return False, (f"the uring model's ring is written for x86-64's memory ordering, and "
+                       f"this is {os.uname().machine}")
     release = os.uname().release
     try:
-        ring = Ring(4)
+        ring = Ring(ENTRIES)            # the size the model uses: on 5.7-5.11 it is locked memory
     except OSError as e:
+        disabled = "0"
         try:
-            with open(DISABLED) as f:
-                disabled = f.read().strip()
+            if e.errno == errno.EPERM:  # only a refusal can be the sysctl's doing
+                with open(DISABLED) as f:
+                    disabled = f.read().strip()
         except OSError:
-            disabled = "0"
+            pass
         if disabled == "2":
             return False, "io_uring is switched off here (/proc/sys/kernel/io_uring_disabled is 2)"
         if disabled == "1":
@@ -177,6 +188,9 @@ def support() -> tuple:
         if e.errno == errno.EPERM:
             return False, ("io_uring_setup was refused (EPERM): a container's seccomp filter "
                            "(Docker's default profile blocks io_uring) or a security policy")
+        if e.errno == errno.ENOMEM:
+            return False, (f"io_uring_setup could not lock the ring's memory (ENOMEM): kernels "
+                           f"before 5.12 ({release}) count it against `ulimit -l`; raise it")
         return False, f"io_uring_setup failed: {e.strerror}"
     try:
         try:

@@ -29,14 +29,19 @@ from .backend import LoopBackend
 from .blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
 from .connection import Connection
 from .forks import run_workers
-from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CLOSE, CQE_F_MORE, POLL_ADD, RECV,
-                   SEND, TIMEOUT, Ring, address)
+from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CLOSE, CQE_F_MORE, ENTRIES, POLL_ADD,
+                   RECV, SEND, TIMEOUT, Ring, address)
 from .session import Session, Timers
 
 RECV_SIZE = 16384       # bytes one recv may deliver: a buffer per connection, in flight
 SEND_MAX = 256 * 1024   # bytes handed to one send; the kernel may take fewer (then: the rest)
-ENTRIES = 1024          # SQ slots: SQEs prepared between two io_uring_enter calls
 POLLIN, POLLOUT = 1, 4
+# A send with no room must not wait inside the kernel: after 128 wake-ups that still found no
+# room (a client that half-closed and stopped reading), io_uring hands it to a kernel worker
+# thread (iou-wrk-N) that sleeps in it, one per such client (measured). With MSG_DONTWAIT it
+# completes at once with -EAGAIN, and a POLL_ADD on the ring waits for room instead.
+SEND_FLAGS = socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT
+_RETIRED = []           # closed loops' buffers (see UringLoop.close)
 
 
 class Conn(Connection):
@@ -65,7 +70,7 @@ class Conn(Connection):
         if s.out and self.sending is None:
             chunk = bytes(s.out[:SEND_MAX])     # s.out may grow meanwhile; this may not
             self.sending = self.loop.submit(SEND, self.fd, self.sent, chunk, addr=address(chunk),
-                                            length=len(chunk), op_flags=socket.MSG_NOSIGNAL)
+                                            length=len(chunk), op_flags=SEND_FLAGS)
         if s.finished:
             return self.close(s.drain)
         if s.wants_read and self.recving is None:
@@ -87,9 +92,19 @@ class Conn(Connection):
         self.sending = None
         if self.closed:
             return self.release()
+        if res == -errno.EAGAIN:                # no room now (MSG_DONTWAIT): wait for room
+            self.sending = self.loop.submit(POLL_ADD, self.fd, self.writable, op_flags=POLLOUT)
+            return
         if res < 0:
             return self.close()
         del self.session.out[:res]
+        self.flush()
+
+    def writable(self, res: int, flags: int) -> None:
+        """The poll for room completed: send again (or, closed meanwhile, let the fd go)."""
+        self.sending = None
+        if self.closed:
+            return self.release()
         self.flush()
 
     def close(self, drain: bool = False) -> None:
@@ -172,7 +187,8 @@ class UringLoop:
             self.backend.close()
         if self.ring.pending():                 # CLOSEs not yet submitted
             self.ring.enter(wait=False)
-        self.ring.close()                       # the kernel cancels what is in flight
+        self.ring.close()                       # the kernel cancels what is in flight...
+        _RETIRED.append(self.ops)   # ...after we return: keep the buffers it may still write
         for c in self.conns:
             os.close(c.fd)
         self.conns.clear()
