@@ -4,6 +4,8 @@ For one request, the forking model pays a clone (fork) and a wait4, the thread-p
 model a clone3, the locked pool futex calls around accept(), and the event loops one
 select/poll/epoll_wait per batch of ready sockets besides the accept, recv, send and close every
 model makes. Node.js and Java NIO (when installed) sit on epoll_wait like netlab's epoll model.
+The uring model makes none of those: its accepts, recvs, sends and closes are entries in a ring,
+carried by one io_uring_enter per batch (strace counts that call, not the work inside it).
 
 How it shows it: the server is started under ``strace -f -c`` (strace must start it: attaching
 to a running process needs privileges most students lack), and so is a twin, at the same moment.

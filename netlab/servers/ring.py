@@ -22,14 +22,14 @@ import os
 import struct
 import sys
 
-# opcodes (include/uapi/linux/io_uring.h) and the kernel that brought them
+# opcodes (include/uapi/linux/io_uring.h)
 POLL_ADD, TIMEOUT, ACCEPT, ASYNC_CANCEL, CLOSE, SEND, RECV = 6, 11, 13, 14, 19, 26, 27
 NEEDED = {"ACCEPT": ACCEPT, "RECV": RECV, "SEND": SEND, "POLL_ADD": POLL_ADD,
           "TIMEOUT": TIMEOUT, "ASYNC_CANCEL": ASYNC_CANCEL, "CLOSE": CLOSE}   # all in 5.6
 ACCEPT_MULTISHOT = 1            # in the SQE's ioprio field (Linux 5.19)
 CQE_F_MORE = 2                  # a multishot operation will complete again
 ENTER_GETEVENTS = 1
-FEAT_NODROP = 2                 # CQEs that do not fit are kept by the kernel, not dropped
+# (the CQ has 2 x entries slots: completions beyond that wait in the kernel, not lost, since 5.5)
 _OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
 _REGISTER_PROBE = 8
 # syscall numbers: the same on every architecture Linux added them to together (not alpha)
@@ -38,6 +38,8 @@ _SETUP, _ENTER, _REGISTER = 425, 426, 427
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")       # opcode flags ioprio fd off addr len op_flags
 _CQE = struct.Struct("=QiI")                  # user_data res flags     user_data ...
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+if _libc is not None:
+    _libc.syscall.restype = ctypes.c_long
 
 
 def _sys(nr, *args) -> int:
@@ -62,9 +64,9 @@ class Ring:
     def __init__(self, entries: int = 256):
         params = ctypes.create_string_buffer(120)          # struct io_uring_params
         self.fd = _sys(_SETUP, entries, ctypes.addressof(params))
-        head = struct.unpack_from("6I", params, 0)         # sq_entries cq_entries flags ...
-        sq = struct.unpack_from("7I", params, 40)          # head tail mask entries flags dropped array
-        cq = struct.unpack_from("6I", params, 80)          # head tail mask entries overflow cqes
+        head = struct.unpack_from("6I", params, 0)    # sq_entries cq_entries flags ... features
+        sq = struct.unpack_from("7I", params, 40)     # offsets: head tail mask entries .. array
+        cq = struct.unpack_from("6I", params, 80)     # offsets: head tail mask entries .. cqes
         self.entries, cq_entries, self.features = head[0], head[1], head[5]
         self.maps = []
         try:

@@ -1,19 +1,18 @@
 """io_uring: one thread submits operations (accept, recv, send) to a ring shared with the kernel
 and reaps their completions: "tell me when this is done" instead of "which sockets are ready?".
 
-Concurrency: a readiness loop asks which sockets are ready, then makes the recv/send calls
-itself; here the recv and send *are* the operations: the kernel does them when it can and posts
-a completion (CQE) with the result. Every SQE produced while handling one batch of completions
-goes to the kernel in the same ``io_uring_enter`` that waits for the next batch (``batch=True``);
-``batch=False`` makes one ``io_uring_enter`` per operation, to count the difference. With
-``multishot=True`` one accept SQE keeps producing connections (Linux 5.19+) instead of one SQE
-per connection. Backend timers are a TIMEOUT operation; the guestbook's Redis socket is a
-POLL_ADD on the same ring. The ring itself (setup, SQEs, CQEs) is in ``ring.py``.
+A readiness loop learns that a socket is ready, then makes the recv or send call itself; here
+the recv and send *are* the requests (SQEs): the kernel does each when it can and posts a
+completion (CQE) with its result. With ``batch=True`` every SQE produced while handling one
+batch of completions goes to the kernel in the ``io_uring_enter`` that waits for the next;
+``batch=False`` makes one ``io_uring_enter`` per operation, to count the difference.
+``multishot=True``: one accept SQE for every connection (Linux 5.19+). Backend timers are a
+TIMEOUT operation, the guestbook's Redis socket a POLL_ADD, closing a CLOSE: one ring for all.
 
-What completion-based I/O asks in exchange: the kernel writes into our buffer after we asked,
-so each in-flight recv owns a buffer (RECV_SIZE per connection: the price of C10K here; the
-kernel's provided-buffer pools avoid it). And an fd may be closed only when no operation on it
-is in flight, or the number could be reused under it: closing cancels them first.
+The price of completions: the kernel writes into our buffer later, so each pending recv owns
+one (RECV_SIZE per connection; the kernel's provided-buffer pools would share them), and an fd
+may be closed only when no operation on it is in flight, or its number could be reused under
+that operation: closing cancels them first. The ring itself is ``ring.py``.
 """
 
 from __future__ import annotations
@@ -209,8 +208,7 @@ class UringLoop:
                     addr=address(self.ts), length=1)
 
     def _timer_done(self, at: float) -> None:
-        if self.timer_at == at:
-            self.timer_at = None
+        self.timer_at = None if self.timer_at == at else self.timer_at
 
     def _watch_backend(self, fd: int, read: bool, write: bool) -> None:
         """The backend's interest: a POLL_ADD in flight for it, re-armed on each completion.
