@@ -96,21 +96,29 @@ def test_cpu_has_a_row_per_run_with_user_and_system_per_request():
     assert ((both - runs["server_cpu_us_per_req"]).abs() <= 1e-6 * both).all()
 
 
-def _runs(limits):
-    """A made-up cpu() frame: epoll 10 µs/request and 100k req/s, uring 20 and 50k."""
-    rows = []
-    for (variant, cpu, rps), limit in zip([("epoll", 10.0, 1e5), ("epoll", 12.0, 1e5),
-                                           ("uring", 20.0, 5e4), ("uring", 24.0, 5e4)], limits):
-        rows.append(dict(mode="keep-alive", variant=variant, server_cpu_us_per_req=cpu,
-                         user_us_per_req=cpu / 2, sys_us_per_req=cpu / 2, rps=rps, p99_ms=1.0,
-                         limited_by=limit))
+def _runs(epoll, uring):
+    """A made-up cpu() frame, a run per verdict given: epoll 10, 12, 14... µs/request and
+    100k req/s, uring 20, 24, 28... and 50k."""
+    rows = [dict(mode="keep-alive", variant=variant, server_cpu_us_per_req=cpu * (1 + 0.2 * i),
+                 user_us_per_req=cpu * (1 + 0.2 * i) / 2, sys_us_per_req=cpu * (1 + 0.2 * i) / 2,
+                 rps=rps, p99_ms=1.0, limited_by=limit)
+            for variant, cpu, rps, limits in (("epoll", 10.0, 1e5, epoll), ("uring", 20.0, 5e4, uring))
+            for i, limit in enumerate(limits)]
     return pd.DataFrame(rows)
 
 
-def test_ratios_are_medians_and_void_unless_every_run_was_server_bound():
-    r = completion.ratios(_runs(["server-cpu"] * 4)).loc["keep-alive"]
+S, C, N = "server-cpu", "client-cpu", "neither"
+
+
+def test_ratios_are_medians_of_the_server_bound_runs_and_void_without_enough_of_them():
+    r = completion.ratios(_runs([S, S], [S, S])).loc["keep-alive"]
     assert r["server_cpu_us_per_req"] == pytest.approx(22 / 11) and r["rps"] == 0.5
-    assert r["bound"] and "server's CPU" in r["why"]
-    r = completion.ratios(_runs(["server-cpu", "client-cpu", "server-cpu", "server-cpu"]))
-    assert not r.loc["keep-alive", "bound"]
-    assert "client-cpu" in r.loc["keep-alive", "why"] and "void" in r.loc["keep-alive", "why"]
+    assert r["bound"] and "4 of 4 runs" in r["why"]
+    # a run the client limited is left out of the medians, and said so
+    r = completion.ratios(_runs([S, C], [S, S])).loc["keep-alive"]
+    assert r["bound"] and r["server_cpu_us_per_req"] == pytest.approx(22 / 10)
+    assert "3 of 4" in r["why"] and "client-cpu" in r["why"]
+    # fewer than half of a variant's runs server-bound, or none: void
+    for epoll, uring in (([S, S, S], [S, N, N]), ([S, S], [N, N])):
+        r = completion.ratios(_runs(epoll, uring)).loc["keep-alive"]
+        assert not r["bound"] and "neither" in r["why"] and "void" in r["why"], (epoll, uring)
