@@ -102,7 +102,8 @@ def _runs(epoll, uring):
     rows = [dict(mode="keep-alive", variant=variant, server_cpu_us_per_req=cpu * (1 + 0.2 * i),
                  user_us_per_req=cpu * (1 + 0.2 * i) / 2, sys_us_per_req=cpu * (1 + 0.2 * i) / 2,
                  rps=rps, p99_ms=1.0, limited_by=limit)
-            for variant, cpu, rps, limits in (("epoll", 10.0, 1e5, epoll), ("uring", 20.0, 5e4, uring))
+            for variant, cpu, rps, limits in (("epoll", 10.0, 1e5, epoll),
+                                              ("uring", 20.0, 5e4, uring))
             for i, limit in enumerate(limits)]
     return pd.DataFrame(rows)
 

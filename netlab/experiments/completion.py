@@ -59,7 +59,8 @@ def _modes(names):
     names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in MODES]
     if unknown or not names:
-        raise NetlabError(f"modes are {', '.join(repr(m) for m in MODES)}, not {unknown or names!r}")
+        raise NetlabError(f"modes are {', '.join(repr(m) for m in MODES)}, "
+                          f"not {unknown or names!r}")
     return names
 
 
