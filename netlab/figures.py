@@ -9,6 +9,7 @@ tests can count what was drawn.
 
     from netlab import figures
     figures.herd(workers=4)        # the thundering herd's wake-ups, and the two fixes
+    figures.rings()                # readiness against completion: io_uring's two rings
 """
 
 from __future__ import annotations
@@ -210,5 +211,108 @@ def reactor():
                  fontsize="large")
     ax.set_title("boxes: the four participants · numbered arrows: the path of one event; after 6 "
                  "the handler returns, and the loop waits again (2)", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# what the rings of figure rings() hold: an operation per SQE, a result per CQE (cycled)
+SQE_LABELS = ("recv fd 7", "send fd 8", "accept fd 3", "recv fd 9", "send fd 7", "close fd 8")
+CQE_LABELS = ("fd 9: 78 B in", "fd 7: 120 B out", "fd 3: new fd 10", "fd 8: 0 (EOF)")
+SYSCALL, MEMORY = "C3", "#1f4e79"
+
+
+def rings(entries: int = 8, sqes: int = 3, cqes: int = 2):
+    """Readiness against completion, for the same ``sqes`` operations, one panel each.
+
+    1. epoll: ``epoll_wait`` says which sockets are ready, then the program makes each
+       operation's system call itself: 1 + ``sqes`` system calls.
+    2. io_uring (Axboe, 2019; io_uring(7)): the program writes ``sqes`` submission entries into
+       the submission queue (SQ), a ring of ``entries`` slots in memory it shares with the
+       kernel; one ``io_uring_enter`` hands them over and waits; the kernel does each operation
+       and writes a completion entry (CQE) into the completion queue (CQ), which the program
+       reads without a system call. ``cqes`` of them are shown waiting to be reaped.
+
+    Arrows that are system calls carry the gid "syscall", the others (memory reads and writes,
+    the kernel's own work) "memory"; slots "sq-slot" and "cq-slot", filled ones also "sqe" and
+    "cqe"; numbered captions "step"; the count under each panel "count"."""
+    for name, v, lo, hi in (("entries", entries, 2, 16), ("sqes", sqes, 1, entries),
+                            ("cqes", cqes, 0, entries)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise NetlabError(f"{name} must be a whole number from {lo} to {hi}, not {v!r}")
+    from matplotlib.patches import Rectangle
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw=dict(width_ratios=[2, 3]))
+    for ax, line, above, below, who in ((ax1, 0.36, 0.38, 0.34, "the program (one thread)"),
+                                        (ax2, 0.5, 0.7, 0.33, "program")):
+        ax.set_axis_off()
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.axhline(line, color="0.55", linestyle="--", linewidth=1)
+        ax.text(0.01, above, f"↑ {who}", fontsize=8, color="0.35", transform=ax.transAxes)
+        ax.text(0.01, below, "↓ the kernel" if ax is ax1 else "↓ kernel", fontsize=8,
+                color="0.35", va="top", transform=ax.transAxes)
+
+    def caption(ax, xy, text, ha="left", colour=MEMORY):
+        ax.text(*xy, text, ha=ha, va="center", fontsize=8, color=colour, gid="step",
+                transform=ax.transAxes, bbox=dict(facecolor="white", edgecolor="none", pad=1))
+
+    # 1. readiness: the program asks, then calls
+    ax1.set_title("readiness (epoll): which sockets are ready?\nthen one call per operation",
+                  fontsize="medium")
+    _box(ax1, 0.5, 0.8, 0.8, 0.16, "event loop", "part", face="#cfe2f3")
+    _box(ax1, 0.5, 0.14, 0.8, 0.14, "sockets: the kernel does each call as it is made", "part",
+         colour=KERNEL, face="#e8f0fa", size="x-small")
+    calls = ["epoll_wait()"] + [SQE_LABELS[i % len(SQE_LABELS)].replace(" fd ", "(") + ")"
+                                for i in range(sqes)]
+    xs = [0.14 + 0.72 * i / max(len(calls) - 1, 1) for i in range(len(calls))]
+    for i, (x, call) in enumerate(zip(xs, calls)):
+        _arrow(ax1, (x, 0.72), (x, 0.21), "syscall", SYSCALL)
+        ax1.text(x + 0.02, 0.47, f"{i + 1}  {call}", rotation=90, ha="left", va="center",
+                 fontsize=8, color=SYSCALL, gid="step", transform=ax1.transAxes)
+    ax1.text(0.5, -0.04, f"system calls: {len(calls)}", ha="center", fontsize="small",
+             fontweight="bold", gid="count", transform=ax1.transAxes)
+
+    # 2. completion: two rings in shared memory, one system call
+    ax2.set_title("completion (io_uring): do these; tell me when each is done\n"
+                  "two rings in memory the program and the kernel share (mmap)",
+                  fontsize="medium")
+    _box(ax2, 0.5, 0.86, 0.9, 0.12, "event loop: prep() fills SQEs · reap() reads CQEs",
+         "part", face="#cfe2f3")
+    _box(ax2, 0.5, 0.08, 0.9, 0.1, "the kernel: does each operation when it can, posts its CQE",
+         "part", colour=KERNEL, face="#e8f0fa", size="x-small")
+    w = 0.4 / entries
+    for ring_x, name, filled, labels, slot_gid, gid, face in (
+            (0.05, "submission queue (SQ), shared", sqes, SQE_LABELS, "sq-slot", "sqe",
+             "#fce5cd"),
+            (0.55, "completion queue (CQ), shared", cqes, CQE_LABELS, "cq-slot", "cqe",
+             "#d9ead3")):
+        ax2.text(ring_x + 0.2, 0.63, name, ha="center", fontsize="small", fontweight="bold",
+                 transform=ax2.transAxes)
+        for i in range(entries):
+            ax2.add_patch(Rectangle((ring_x + i * w, 0.4), w, 0.2, transform=ax2.transAxes,
+                                    facecolor=face if i < filled else "white", edgecolor="0.3",
+                                    gid=slot_gid))
+            if i < filled:
+                ax2.add_patch(Rectangle((ring_x + i * w, 0.4), w, 0.2, transform=ax2.transAxes,
+                                        facecolor="none", edgecolor="none", gid=gid))
+                ax2.text(ring_x + (i + 0.5) * w, 0.5, labels[i % len(labels)], rotation=90,
+                         ha="center", va="center", fontsize=6.5, transform=ax2.transAxes)
+        for i, what in ((0, "head"), (filled, "tail")):
+            ax2.text(ring_x + i * w, 0.385, f"↑{what}", ha="left", va="top", fontsize=7,
+                     gid="index", transform=ax2.transAxes)
+    _arrow(ax2, (0.2, 0.8), (0.2, 0.61), "memory", MEMORY)
+    caption(ax2, (0.215, 0.71), "1  write SQEs,\n    advance the tail")
+    _arrow(ax2, (0.5, 0.8), (0.5, 0.13), "syscall", SYSCALL, width=2.2)
+    caption(ax2, (0.5, 0.255), f"2  io_uring_enter(to_submit={sqes},\n    min_complete=1)",
+            ha="center", colour=SYSCALL)
+    _arrow(ax2, (0.25, 0.4), (0.25, 0.13), "memory", MEMORY)
+    caption(ax2, (0.08, 0.22), "3  the kernel\n    takes them")
+    _arrow(ax2, (0.75, 0.13), (0.75, 0.4), "memory", MEMORY)
+    caption(ax2, (0.77, 0.22), "4  a CQE per finished\n    operation (res)")
+    _arrow(ax2, (0.8, 0.61), (0.8, 0.8), "memory", MEMORY)
+    caption(ax2, (0.815, 0.71), "5  read CQEs,\n    advance the head")
+    ax2.text(0.5, -0.04, "system calls: 1 (steps 1, 3, 4, 5 are memory)", ha="center",
+             fontsize="small", fontweight="bold", gid="count", transform=ax2.transAxes)
+    fig.suptitle(f"The same {sqes} operation(s): asked about, or handed over", fontsize="large")
     fig.tight_layout()
     return fig

@@ -105,3 +105,33 @@ def test_reactor_path_runs_between_the_parts_the_pattern_connects():
     assert ("Handles", "Event handlers") not in path
     assert path[4] == ("Initiation dispatcher", "Event handlers")
     assert path[-1] == ("Event handlers", "Handles")
+
+
+@pytest.mark.parametrize("entries, sqes, cqes", [(8, 3, 2), (4, 4, 0), (16, 1, 16)])
+def test_rings_draws_one_system_call_against_one_per_operation(entries, sqes, cqes):
+    fig = figures.rings(entries, sqes, cqes)
+    try:
+        fig.canvas.draw()                     # it renders, not only builds
+        readiness, completion = fig.axes
+        # epoll: a wait, then a call per operation; io_uring: one io_uring_enter for them all
+        assert len(drawn(readiness, "syscall")) == 1 + sqes
+        assert len(drawn(completion, "syscall")) == 1
+        assert [t.get_text() for t in drawn(readiness, "count")] == [f"system calls: {1 + sqes}"]
+        assert drawn(completion, "count")[0].get_text().startswith("system calls: 1 ")
+        # the two rings: every slot drawn, the filled ones counted
+        assert len(drawn(completion, "sq-slot")) == len(drawn(completion, "cq-slot")) == entries
+        assert len(drawn(completion, "sqe")) == sqes
+        assert len(drawn(completion, "cqe")) == cqes
+        steps = [t.get_text() for t in drawn(completion, "step")]
+        assert [s.split()[0] for s in steps] == ["1", "2", "3", "4", "5"]
+        assert "io_uring_enter" in steps[1] and f"to_submit={sqes}" in steps[1]
+        assert "epoll_wait" in drawn(readiness, "step")[0].get_text()
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("kwargs", [dict(entries=1), dict(entries=17), dict(sqes=0),
+                                    dict(entries=4, sqes=5), dict(cqes=-1), dict(sqes=True)])
+def test_rings_bad_arguments_are_one_sentence(kwargs):
+    with pytest.raises(NetlabError):
+        figures.rings(**kwargs)

@@ -37,7 +37,7 @@ GOING_FURTHER = re.compile(r"^## Going further", re.M)
 MEASURES = re.compile(
     r"(?<![\w.])(?:netlab\.)?(?:measure|sweep|timeline\.run|load\.run|herd\.run(?:_all)?|"
     r"acceptlock\.run|c10k\.run|c10k\.Holders|fdbench\.measure|syscalls\.(?:profile|compare)|"
-    r"showdown|harness\.peers)\(")
+    r"showdown|harness\.peers|completion\.(?:syscalls|cpu|idle|batching))\(")
 PREDICTED = re.compile(r"\bpredicted_\w+\b")
 SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 LISTING = re.compile(r"netlab\.source\(\s*([^)]*)\)")

@@ -6,6 +6,7 @@
     acceptlock   the pre-threaded pool: waits on the accept() mutex against pool size
     c10k         10,000 idle connections: memory per connection and the active clients' latency
     syscalls     system calls per request: each model's architecture as the kernel sees it
+    completion   io_uring against epoll: system calls and CPU per request, idle connections
     showdown     every model on five workloads: the table, and what limited each number
 
 Import the one you need (``from netlab.experiments import fdbench``); this package imports
