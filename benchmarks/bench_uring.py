@@ -1,0 +1,111 @@
+"""io_uring against epoll on the same HTTP and harness: the uring model's ratios (a script).
+
+1. System calls per request under ``strace -c`` (an idle twin subtracted), keep-alive and a
+   connection per request: uring (batch=True and batch=False) against epoll.
+2. Server CPU per request (user, system) and throughput, keep-alive and a connection per
+   request: each model pinned to core 0, wrk on core 1 (netlab's generator if wrk is missing),
+   ``--repeats`` runs in alternating order; the ratios uring / epoll, and how busy the server's
+   core was (a rate ratio carries only when both cores were the server's limit).
+3. 10,000 idle connections held (fewer if the fd limit says so), then busy clients: memory per
+   connection, the server's and the kernel's.
+
+Targets (benchmarks/README.md): fewer system calls per request than epoll at keep-alive; the
+rest is recorded, not targeted: when io_uring wins and when it does not is the chapter's point.
+
+    .venv/bin/python benchmarks/bench_uring.py [--seconds 3] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import sys
+
+import netlab
+from netlab import loadtools
+from netlab.experiments import completion
+from netlab.monitor import Monitor, pin
+
+MODES = {"keep-alive": True, "a connection per request": False}
+
+
+def system_calls():
+    if shutil.which("strace") is None:
+        print("system calls: not run, strace is missing (apt-get install strace)")
+        return
+    table = completion.per_request(completion.syscalls())
+    print("system calls per request (strace -c, 2,000 requests, 4 clients):")
+    print(table.round(2).to_string())
+    for mode in MODES:
+        ep, ur = table.loc[(mode, "epoll"), "all"], table.loc[(mode, "uring"), "all"]
+        print(f"  {mode}: uring / epoll = {ur / ep:.2f} ({ur:.2f} against {ep:.2f})"
+              + ("  (target < 1: met)" if mode == "keep-alive" and ur < ep else ""))
+
+
+def cpu_and_rate(seconds, repeats):
+    wrk = shutil.which("wrk") is not None
+    runs = {(mode, m): [] for mode in MODES for m in ("epoll", "uring")}
+    for rep in range(repeats):
+        for mode, keepalive in MODES.items():
+            for model in (("epoll", "uring") if rep % 2 == 0 else ("uring", "epoll")):
+                with netlab.serve(model) as srv:
+                    pin(srv, [0])
+                    if wrk:
+                        loadtools.wrk(srv.url, 50, 1, keepalive=keepalive, cpus=[1])  # warm-up
+                        with Monitor(srv, cores=1) as mon:
+                            r = loadtools.wrk(srv.url, 50, seconds, keepalive=keepalive, cpus=[1])
+                        rps, n, u = r.rps, r.requests, mon.usage
+                    else:
+                        r = netlab.measure(srv, 50, duration=seconds, keepalive=keepalive,
+                                           pin=True)
+                        rps, n, u = r.load.rps, r.load.requests, r.server
+                    runs[(mode, model)].append((rps, u.cpu_s / u.seconds,
+                                                u.cpu_user_s / n * 1e6, u.cpu_sys_s / n * 1e6))
+    tool = "wrk -t1" if wrk else "netlab's generator"
+    print(f"\n50 clients, server on core 0, {tool} on core 1 (median of {repeats}):")
+    med = {k: [statistics.median(r[i] for r in v) for i in range(4)] for k, v in runs.items()}
+    for (mode, model), (rps, busy, user, system) in med.items():
+        print(f"  {mode:>24} {model:>6}: {rps:>8,.0f} req/s, server core {busy:.0%} busy, "
+              f"{user:.1f} µs user + {system:.1f} µs system per request")
+    for mode in MODES:
+        (re, be, ue, se), (ru, bu, uu, su) = med[(mode, "epoll")], med[(mode, "uring")]
+        bound = min(be, bu) >= 0.9
+        print(f"  {mode}: uring / epoll: CPU per request {(uu + su) / (ue + se):.2f} (user "
+              f"{uu / ue:.2f}, system {su / se:.2f}), rate {ru / re:.2f}"
+              + ("" if bound else " (a server core was under 90% busy: the rate ratio is the "
+                                  "load generator's, not the models')"))
+
+
+def idle():
+    df = completion.idle()
+    cols = [c for c in ("variant", "held", "uss_kb_per_conn", "kernel_kb_per_conn", "rps",
+                        "p99_ms", "limited_by") if c in df.columns]
+    print("\nidle connections held, then busy clients:")
+    print(df[cols].round(2).to_string(index=False))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if completion.unavailable():
+        print(f"uring: not run, {completion.unavailable()}")
+        return 2
+    if (os.cpu_count() or 1) < 2:
+        print("needs 2 cores")
+        return 2
+    print(f"{datetime.date.today()}, {platform.system()} {platform.release()}, Python "
+          f"{platform.python_version()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n")
+    system_calls()
+    cpu_and_rate(args.seconds, args.repeats)
+    idle()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
