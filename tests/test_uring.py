@@ -93,6 +93,34 @@ def _closed(fd):
         return True
 
 
+# ---------------------------------------------------------------- setup flags
+
+@needs_uring
+def test_a_kernel_without_coop_taskrun_gets_a_plain_ring(monkeypatch):
+    """COOP_TASKRUN is Linux 5.19: before it io_uring_setup says EINVAL, and the loop falls
+    back to a ring without it instead of failing."""
+    from netlab.servers import uring
+    from netlab.workload import App, Workload
+    made, real = [], uring.Ring
+
+    def old_kernel(entries, flags=0):
+        made.append(flags)
+        if flags:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(entries, flags)
+
+    monkeypatch.setattr(uring, "Ring", old_kernel)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        uring.UringLoop(listener, App(Workload())).close()
+    assert made == [ring.COOP_TASKRUN, 0]
+
+
+@needs_uring
+def test_coop_false_serves_too():
+    with netlab.serve("uring", coop=False) as s:
+        assert [get(s.port)[0] for _ in range(20)] == [200] * 20
+
+
 # ---------------------------------------------------------------- why not available
 
 @pytest.fixture

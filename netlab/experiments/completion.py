@@ -26,7 +26,8 @@ from ..progress import Progress
 from ..servers import NetlabError
 
 VARIANTS = {"epoll": ("epoll", {}), "uring": ("uring", {}),
-            "uring, batch=False": ("uring", {"batch": False})}
+            "uring, batch=False": ("uring", {"batch": False}),
+            "uring, coop=False": ("uring", {"coop": False})}
 MODES = {"keep-alive": True, "a connection per request": False}
 READINESS_CALLS = ("epoll_wait", "recvfrom", "sendto", "epoll_ctl", "accept4", "close")
 
@@ -64,7 +65,7 @@ def _modes(names):
     return names
 
 
-def syscalls(variants=tuple(VARIANTS), modes=tuple(MODES), requests=None, concurrency=None,
+def syscalls(variants=("epoll", "uring", "uring, batch=False"), modes=tuple(MODES), requests=None, concurrency=None,
              progress=False):
     """System calls per request under strace: a row per (mode, variant, syscall) with
     calls_per_request and errors_per_request. strace slows every call: counts, not speeds."""

@@ -180,7 +180,7 @@ MODELS = [
           workers="processes", default_workers=os.cpu_count() or 2, options={"edge": False},
           needs=("fork", "reuseport"), reuseport=True, always_forks=True),
     Model("uring", "one thread, io_uring: submit operations, reap completions (Linux 5.7+)",
-          options={"batch": True, "multishot": False}, needs=("uring",), **_EVENT_LOOP),
+          options={"batch": True, "multishot": False, "coop": True}, needs=("uring",), **_EVENT_LOOP),
 ]
 
 _BY_NAME = {m.name: m for m in MODELS}

@@ -29,6 +29,9 @@ NEEDED = {"ACCEPT": ACCEPT, "RECV": RECV, "SEND": SEND, "POLL_ADD": POLL_ADD,
 ACCEPT_MULTISHOT = 1            # in the SQE's ioprio field (Linux 5.19)
 CQE_F_MORE = 2                  # a multishot operation will complete again
 ENTER_GETEVENTS = 1
+# Setup flag (Linux 5.19): a completion found while we run waits for our next system call
+# instead of interrupting us (an inter-processor interrupt, dear in a VM) to be posted
+COOP_TASKRUN = 1 << 8
 ENTRIES = 1024                  # SQ slots of the model's ring (the kernel makes the CQ twice that)
 # (the CQ has 2 x entries slots: completions beyond that wait in the kernel, not lost, since 5.5)
 _OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
@@ -62,8 +65,9 @@ class Ring:
     """One io_uring instance: ``prep`` fills SQEs, ``enter`` submits them (and waits),
     ``reap`` takes the CQEs. One thread uses it; nothing here blocks but ``enter``."""
 
-    def __init__(self, entries: int = 256):
+    def __init__(self, entries: int = 256, flags: int = 0):
         params = ctypes.create_string_buffer(120)          # struct io_uring_params
+        struct.pack_into("I", params, 8, flags)            # IORING_SETUP_* (COOP_TASKRUN)
         self.fd = _sys(_SETUP, entries, ctypes.addressof(params))
         head = struct.unpack_from("6I", params, 0)    # sq_entries cq_entries flags ... features
         sq = struct.unpack_from("7I", params, 40)     # offsets: head tail mask entries .. array

@@ -6,7 +6,10 @@ the recv and send *are* the requests (SQEs): the kernel does each when it can an
 completion (CQE) with its result. With ``batch=True`` every SQE produced while handling one
 batch of completions goes to the kernel in the ``io_uring_enter`` that waits for the next;
 ``batch=False`` makes one ``io_uring_enter`` per operation, to count the difference.
-``multishot=True``: one accept SQE for every connection (Linux 5.19+). Backend timers are a
+``multishot=True``: one accept SQE for every connection (Linux 5.19+). ``coop=False`` lets the
+kernel interrupt the thread (an IPI) to post each completion the moment it happens, io_uring's
+default; with ``coop=True`` (COOP_TASKRUN, 5.19+; ignored before) they wait for our next
+``io_uring_enter``: half the system CPU per request here (benchmarks/README.md). Backend timers are a
 TIMEOUT operation, the guestbook's Redis socket a POLL_ADD, closing a CLOSE: one ring for all.
 
 The price of completions: the kernel writes into our buffer later, so each pending recv owns
@@ -29,8 +32,8 @@ from .backend import LoopBackend
 from .blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
 from .connection import Connection
 from .forks import run_workers
-from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CLOSE, CQE_F_MORE, ENTRIES, POLL_ADD,
-                   RECV, SEND, TIMEOUT, Ring, address)
+from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CLOSE, COOP_TASKRUN, CQE_F_MORE,
+                   ENTRIES, POLL_ADD, RECV, SEND, TIMEOUT, Ring, address)
 from .session import Session, Timers
 
 RECV_SIZE = 16384       # bytes one recv may deliver: a buffer per connection, in flight
@@ -129,10 +132,15 @@ class Conn(Connection):
 class UringLoop:
     """The completion loop: submit, wait, call each completion's callback, run timers."""
 
-    def __init__(self, listen: socket.socket, app, batch=True, multishot=False):
+    def __init__(self, listen: socket.socket, app, batch=True, multishot=False, coop=True):
         self.listen, self.app, self.batch, self.multishot = listen, app, batch, multishot
         listen.setblocking(True)        # accept waits in the kernel (see Conn.__init__)
-        self.ring = Ring(ENTRIES)
+        try:
+            self.ring = Ring(ENTRIES, COOP_TASKRUN if coop else 0)
+        except OSError as e:                    # EINVAL: a kernel before 5.19
+            if e.errno != errno.EINVAL or not coop:
+                raise
+            self.ring = Ring(ENTRIES)
         self.ops = {}                   # user_data -> (callback, buffer the kernel uses)
         self.tokens = itertools.count(1)
         self.conns = set()
@@ -250,5 +258,5 @@ class UringLoop:
         self._poll_backend()
 
 
-def serve(listen, app, workers=1, batch=True, multishot=False):
-    run_workers(workers, lambda: UringLoop(listen, app, batch, multishot).run())
+def serve(listen, app, workers=1, batch=True, multishot=False, coop=True):
+    run_workers(workers, lambda: UringLoop(listen, app, batch, multishot, coop).run())
