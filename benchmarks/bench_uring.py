@@ -3,7 +3,8 @@
 1. System calls per request under ``strace -c`` (an idle twin subtracted), keep-alive and a
    connection per request: uring (batch=True and batch=False) against epoll.
 2. Server CPU per request (user, system) and throughput, keep-alive and a connection per
-   request: each model pinned to core 0, wrk on core 1 (netlab's generator if wrk is missing),
+   request, for epoll, uring and uring with io_uring's default interruptions (coop=False):
+   each pinned to core 0, wrk on core 1 (netlab's generator if wrk is missing),
    ``--repeats`` runs in alternating order; the ratios uring / epoll, and how busy the server's
    core was (a rate ratio carries only when both cores were the server's limit).
 3. 10,000 idle connections held (fewer if the fd limit says so), then busy clients: memory per
@@ -46,13 +47,17 @@ def system_calls():
               + ("  (target < 1: met)" if mode == "keep-alive" and ur < ep else ""))
 
 
+CPU_VARIANTS = ("epoll", "uring", "uring, coop=False")
+
+
 def cpu_and_rate(seconds, repeats):
     wrk = shutil.which("wrk") is not None
-    runs = {(mode, m): [] for mode in MODES for m in ("epoll", "uring")}
+    runs = {(mode, v): [] for mode in MODES for v in CPU_VARIANTS}
     for rep in range(repeats):
         for mode, keepalive in MODES.items():
-            for model in (("epoll", "uring") if rep % 2 == 0 else ("uring", "epoll")):
-                with netlab.serve(model) as srv:
+            for v in (CPU_VARIANTS if rep % 2 == 0 else CPU_VARIANTS[::-1]):
+                model, options = completion.VARIANTS[v]
+                with netlab.serve(model, **options) as srv:
                     pin(srv, [0])
                     if wrk:
                         loadtools.wrk(srv.url, 50, 1, keepalive=keepalive, cpus=[1])  # warm-up
@@ -63,21 +68,22 @@ def cpu_and_rate(seconds, repeats):
                         r = netlab.measure(srv, 50, duration=seconds, keepalive=keepalive,
                                            pin=True)
                         rps, n, u = r.load.rps, r.load.requests, r.server
-                    runs[(mode, model)].append((rps, u.cpu_s / u.seconds,
-                                                u.cpu_user_s / n * 1e6, u.cpu_sys_s / n * 1e6))
+                    runs[(mode, v)].append((rps, u.cpu_s / u.seconds,
+                                            u.cpu_user_s / n * 1e6, u.cpu_sys_s / n * 1e6))
     tool = "wrk -t1" if wrk else "netlab's generator"
     print(f"\n50 clients, server on core 0, {tool} on core 1 (median of {repeats}):")
     med = {k: [statistics.median(r[i] for r in v) for i in range(4)] for k, v in runs.items()}
-    for (mode, model), (rps, busy, user, system) in med.items():
-        print(f"  {mode:>24} {model:>6}: {rps:>8,.0f} req/s, server core {busy:.0%} busy, "
+    for (mode, v), (rps, busy, user, system) in med.items():
+        print(f"  {mode:>24} {v:>17}: {rps:>8,.0f} req/s, server core {busy:.0%} busy, "
               f"{user:.1f} µs user + {system:.1f} µs system per request")
     for mode in MODES:
-        (re, be, ue, se), (ru, bu, uu, su) = med[(mode, "epoll")], med[(mode, "uring")]
-        bound = min(be, bu) >= 0.9
-        print(f"  {mode}: uring / epoll: CPU per request {(uu + su) / (ue + se):.2f} (user "
-              f"{uu / ue:.2f}, system {su / se:.2f}), rate {ru / re:.2f}"
-              + ("" if bound else " (a server core was under 90% busy: the rate ratio is the "
-                                  "load generator's, not the models')"))
+        for v in CPU_VARIANTS[1:]:
+            (re, be, ue, se), (ru, bu, uu, su) = med[(mode, "epoll")], med[(mode, v)]
+            bound = min(be, bu) >= 0.9
+            print(f"  {mode}: {v} / epoll: CPU per request {(uu + su) / (ue + se):.2f} (user "
+                  f"{uu / ue:.2f}, system {su / se:.2f}), rate {ru / re:.2f}"
+                  + ("" if bound else " (a server core was under 90% busy: the rate ratio is "
+                                      "the load generator's, not the models')"))
 
 
 def idle():

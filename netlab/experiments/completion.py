@@ -65,8 +65,8 @@ def _modes(names):
     return names
 
 
-def syscalls(variants=("epoll", "uring", "uring, batch=False"), modes=tuple(MODES), requests=None, concurrency=None,
-             progress=False):
+def syscalls(variants=("epoll", "uring", "uring, batch=False"), modes=tuple(MODES), requests=None,
+             concurrency=None, progress=False):
     """System calls per request under strace: a row per (mode, variant, syscall) with
     calls_per_request and errors_per_request. strace slows every call: counts, not speeds."""
     import pandas as pd
