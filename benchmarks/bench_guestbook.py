@@ -19,14 +19,14 @@ import argparse
 import datetime
 import os
 import platform
-import shutil
 import statistics
 import sys
 
 import netlab
-from netlab import loadtools, peers
+from netlab import peers
 from netlab.experiments import ripping
-from netlab.monitor import Monitor, pin
+
+from _pinned import TOOL, pinned_load
 
 TOKIO_TARGET = 0.6
 
@@ -91,22 +91,13 @@ def tokio(seconds, repeats):
     if why:
         print(f"Tokio: not run, {why}")
         return
-    wrk = shutil.which("wrk") is not None
     runs = {name: [] for name in SERVERS}
     for rep in range(repeats):
         for name in (list(SERVERS) if rep % 2 == 0 else list(SERVERS)[::-1]):
             with SERVERS[name]() as srv:
-                pin(srv, [0])
-                if wrk:
-                    loadtools.wrk(srv.url, 50, 1, keepalive=True, cpus=[1])          # warm-up
-                    with Monitor(srv, cores=1) as mon:
-                        r = loadtools.wrk(srv.url, 50, seconds, keepalive=True, cpus=[1])
-                    rps, requests, usage = r.rps, r.requests, mon.usage
-                else:
-                    r = netlab.measure(srv, 50, duration=seconds, keepalive=True, pin=True)
-                    rps, requests, usage = r.load.rps, r.load.requests, r.server
-                runs[name].append((rps, usage.cpu_s / usage.seconds, usage.cpu_s / requests * 1e6))
-    tool = "wrk -t1" if wrk else "netlab's generator"
+                rps, requests, usage = pinned_load(srv, seconds)
+            runs[name].append((rps, usage.cpu_s / usage.seconds, usage.cpu_s / requests * 1e6))
+    tool = TOOL
     print(f"\nkeep-alive, 50 connections, server on core 0, {tool} on core 1 (median of {repeats}):")
     med = {name: [statistics.median(run[i] for run in rs) for i in range(3)]
            for name, rs in runs.items()}

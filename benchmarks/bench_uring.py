@@ -27,9 +27,9 @@ import statistics
 import sys
 
 import netlab
-from netlab import loadtools
 from netlab.experiments import completion
-from netlab.monitor import Monitor, pin
+
+from _pinned import TOOL, pinned_load
 
 MODES = {"keep-alive": True, "a connection per request": False}
 
@@ -51,26 +51,16 @@ CPU_VARIANTS = ("epoll", "uring", "uring, coop=False")
 
 
 def cpu_and_rate(seconds, repeats):
-    wrk = shutil.which("wrk") is not None
     runs = {(mode, v): [] for mode in MODES for v in CPU_VARIANTS}
     for rep in range(repeats):
         for mode, keepalive in MODES.items():
             for v in (CPU_VARIANTS if rep % 2 == 0 else CPU_VARIANTS[::-1]):
                 model, options = completion.VARIANTS[v]
                 with netlab.serve(model, **options) as srv:
-                    pin(srv, [0])
-                    if wrk:
-                        loadtools.wrk(srv.url, 50, 1, keepalive=keepalive, cpus=[1])  # warm-up
-                        with Monitor(srv, cores=1) as mon:
-                            r = loadtools.wrk(srv.url, 50, seconds, keepalive=keepalive, cpus=[1])
-                        rps, n, u = r.rps, r.requests, mon.usage
-                    else:
-                        r = netlab.measure(srv, 50, duration=seconds, keepalive=keepalive,
-                                           pin=True)
-                        rps, n, u = r.load.rps, r.load.requests, r.server
-                    runs[(mode, v)].append((rps, u.cpu_s / u.seconds,
-                                            u.cpu_user_s / n * 1e6, u.cpu_sys_s / n * 1e6))
-    tool = "wrk -t1" if wrk else "netlab's generator"
+                    rps, n, u = pinned_load(srv, seconds, keepalive)
+                runs[(mode, v)].append((rps, u.cpu_s / u.seconds,
+                                        u.cpu_user_s / n * 1e6, u.cpu_sys_s / n * 1e6))
+    tool = TOOL
     print(f"\n50 clients, server on core 0, {tool} on core 1 (median of {repeats}):")
     med = {k: [statistics.median(r[i] for r in v) for i in range(4)] for k, v in runs.items()}
     for (mode, v), (rps, busy, user, system) in med.items():

@@ -65,22 +65,27 @@ def _modes(names):
     return names
 
 
+def _each(modes, variants, title, progress, doing=""):
+    """(mode, variant, model, options) for every mode × variant, with a progress bar."""
+    modes, variants = _modes(modes), _variants(variants)
+    with Progress(progress, len(modes) * len(variants), title) as bar:
+        for mode in modes:
+            for v in variants:
+                bar.step(f"{v}, {mode}{doing}")
+                yield (mode, v) + VARIANTS[v]
+
+
 def syscalls(variants=("epoll", "uring", "uring, batch=False"), modes=tuple(MODES), requests=None,
              concurrency=None, progress=False):
     """System calls per request under strace: a row per (mode, variant, syscall) with
     calls_per_request and errors_per_request. strace slows every call: counts, not speeds."""
     import pandas as pd
     from . import syscalls as sc
-    variants, modes, d = _variants(variants), _modes(modes), sizes()
-    frames = []
-    with Progress(progress, len(modes) * len(variants), "syscalls") as bar:
-        for mode in modes:
-            for v in variants:
-                bar.step(f"{v}, {mode}, under strace")
-                model, opts = VARIANTS[v]
-                df = sc.profile(model, requests or d["requests"], concurrency or d["concurrency"],
-                                keepalive=MODES[mode], **opts)
-                frames.append(df.assign(mode=mode, variant=v))
+    d = sizes()
+    frames = [sc.profile(model, requests or d["requests"], concurrency or d["concurrency"],
+                         keepalive=MODES[mode], **opts).assign(mode=mode, variant=v)
+              for mode, v, model, opts in _each(modes, variants, "syscalls", progress,
+                                                ", under strace")]
     out = pd.concat(frames, ignore_index=True)
     return out[["mode", "variant", "syscall", "calls_per_request", "errors_per_request"]]
 
@@ -102,17 +107,12 @@ def cpu(variants=("epoll", "uring"), modes=tuple(MODES), concurrency=None, durat
     mode, variant and the server's user and system CPU per request (µs)."""
     import pandas as pd
     from ..harness import sweep
-    variants, modes, d = _variants(variants), _modes(modes), sizes()
-    frames = []
-    with Progress(progress, len(modes) * len(variants), "cpu") as bar:
-        for mode in modes:
-            for v in variants:
-                bar.step(f"{v}, {mode}")
-                model, opts = VARIANTS[v]
-                df = sweep([model], [concurrency or d["clients"]], pin=True,
-                           duration=duration or d["duration"], repeats=repeats or d["repeats"],
-                           keepalive=MODES[mode], server_options=opts, timeout=5.0)
-                frames.append(df.assign(mode=mode, variant=v))
+    d = sizes()
+    frames = [sweep([model], [concurrency or d["clients"]], pin=True,
+                    duration=duration or d["duration"], repeats=repeats or d["repeats"],
+                    keepalive=MODES[mode], server_options=opts,
+                    timeout=5.0).assign(mode=mode, variant=v)
+              for mode, v, model, opts in _each(modes, variants, "cpu", progress)]
     runs = pd.concat(frames, ignore_index=True)
     n = runs["requests"].clip(lower=1)
     runs["user_us_per_req"] = runs["server_cpu_user_s"] / n * 1e6
