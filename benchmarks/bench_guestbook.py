@@ -97,8 +97,8 @@ def tokio(seconds, repeats):
             with SERVERS[name]() as srv:
                 rps, requests, usage = pinned_load(srv, seconds)
             runs[name].append((rps, usage.cpu_s / usage.seconds, usage.cpu_s / requests * 1e6))
-    tool = TOOL
-    print(f"\nkeep-alive, 50 connections, server on core 0, {tool} on core 1 (median of {repeats}):")
+    print(f"\nkeep-alive, 50 connections, server on core 0, {TOOL} on core 1 "
+          f"(median of {repeats}):")
     med = {name: [statistics.median(run[i] for run in rs) for i in range(3)]
            for name, rs in runs.items()}
     for name, (rps, busy, us) in med.items():
@@ -111,8 +111,9 @@ def tokio(seconds, repeats):
           f"per request, i.e. by capacity (target ≥ {TOKIO_TARGET}: "
           f"{'met' if by_cpu >= TOKIO_TARGET else 'NOT met'}; the rate ratio flatters epoll "
           "whenever Tokio's core is less than fully busy)")
-    print(f"  the bare Python loop / Tokio = {med['tokio-current'][2] / med['bare Python loop'][2]:.2f}"
-          " by server CPU per request: the loop itself is not the gap, the protocol is")
+    bare = med["tokio-current"][2] / med["bare Python loop"][2]
+    print(f"  the bare Python loop / Tokio = {bare:.2f} by server CPU per request: the loop "
+          "itself is not the gap, the protocol is")
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ from netlab.experiments import completion
 
 from _pinned import TOOL, pinned_load
 
-MODES = {"keep-alive": True, "a connection per request": False}
+MODES = completion.MODES            # name -> keep-alive?
 
 
 def system_calls():
@@ -60,8 +60,7 @@ def cpu_and_rate(seconds, repeats):
                     rps, n, u = pinned_load(srv, seconds, keepalive)
                 runs[(mode, v)].append((rps, u.cpu_s / u.seconds,
                                         u.cpu_user_s / n * 1e6, u.cpu_sys_s / n * 1e6))
-    tool = TOOL
-    print(f"\n50 clients, server on core 0, {tool} on core 1 (median of {repeats}):")
+    print(f"\n50 clients, server on core 0, {TOOL} on core 1 (median of {repeats}):")
     med = {k: [statistics.median(r[i] for r in v) for i in range(4)] for k, v in runs.items()}
     for (mode, v), (rps, busy, user, system) in med.items():
         print(f"  {mode:>24} {v:>17}: {rps:>8,.0f} req/s, server core {busy:.0%} busy, "

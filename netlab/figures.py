@@ -14,6 +14,7 @@ tests can count what was drawn.
 
 from __future__ import annotations
 
+from .arguments import whole
 from .servers import NetlabError
 
 # colours: one meaning each, in every figure
@@ -86,8 +87,7 @@ def herd(workers: int = 4, connection_to=None):
     or 0 when there is one). Arrows carry the gids
     "connection" (the new connection) and "wake" (a worker woken); boxes "worker" and "socket".
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 8:
-        raise NetlabError(f"workers must be a whole number from 1 to 8, not {workers!r}")
+    whole("workers", workers, 1, 8)
     if connection_to is None:
         connection_to = min(1, workers - 1)
     if isinstance(connection_to, bool) or not isinstance(connection_to, int) \
@@ -235,10 +235,9 @@ def rings(entries: int = 8, sqes: int = 3, cqes: int = 2):
     Arrows that are system calls carry the gid "syscall", the others (memory reads and writes,
     the kernel's own work) "memory"; slots "sq-slot" and "cq-slot", filled ones also "sqe" and
     "cqe"; numbered captions "step"; the count under each panel "count"."""
-    for name, v, lo, hi in (("entries", entries, 2, 16), ("sqes", sqes, 1, entries),
-                            ("cqes", cqes, 0, entries)):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise NetlabError(f"{name} must be a whole number from {lo} to {hi}, not {v!r}")
+    whole("entries", entries, 2, 16)
+    whole("sqes", sqes, 1, entries)
+    whole("cqes", cqes, 0, entries)
     from matplotlib.patches import Rectangle
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw=dict(width_ratios=[2, 3]))

@@ -6,8 +6,9 @@ measurement is a difference in the server model and never in the protocol code.
 
 The subset: HTTP/1.0 and 1.1 requests, keep-alive, pipelining, and bodies framed only by
 Content-Length: a body up to 64 KiB is kept (``Request.body``) and the request is complete when
-it has arrived; a larger one is skipped as it comes, after the request is answered. Its two framing rules are named functions, as in h11, so each is found (and
-reused, by a route that reads a body) in one place: ``body_length`` (how many body bytes follow
+it has arrived; a larger one is skipped as it comes, after the request is answered. Its two
+framing rules are named functions, as in h11, so each is found (and reused, by a route that
+reads a body) in one place: ``body_length`` (how many body bytes follow
 a head) and ``wants_keep_alive`` (whether the connection stays open after the answer).
 Bad input is answered, never crashed on: 400 malformed, 413 body too large, 431 head over
 8 KiB, 501 Transfer-Encoding, 505 other HTTP versions. Routes live in ``workload.App``.

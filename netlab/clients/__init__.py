@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..arguments import whole
+from ..loadtools import _is_loopback
 from ..servers import NetlabError
 from ..sockets import check_host
 from ..supervisor import Helper, remove
@@ -51,6 +53,12 @@ def unavailable(client: str) -> str:
     if tool and shutil.which(tool) is None:
         return f"{tool} is not installed: {install}"
     return ""
+
+
+def _local_only(host: str, where: str) -> None:
+    """The load generators' rule (loopback targets only), for the notes' clients too."""
+    if not _is_loopback(host or ""):
+        raise NetlabError(f"the clients run against local servers only, not {where!r}")
 
 
 def _run(name: str, argv: list, strace: bool, timeout: float) -> tuple:
@@ -102,12 +110,10 @@ def run(client: str, url: str, n: int = 10, mode: str = "concurrent", strace: bo
         raise NetlabError(why)
     if mode not in MODES:
         raise NetlabError(f"mode is 'sequential' or 'concurrent', not {mode!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
-        raise NetlabError(f"n is a whole number of requests from 1 to 10,000, not {n!r}")
+    whole("n", n, 1, 10_000)
     host = urlsplit(url).hostname if isinstance(url, str) else None
     check_host(host or "")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise NetlabError(f"the clients run against local servers only, not {url!r}")
+    _local_only(host, url)
     out, counts = _run(client, _argv(client, url, n, mode), strace, timeout)
     row = json.loads(out.strip().splitlines()[-1])
     row.pop("statuses", None)
@@ -139,9 +145,7 @@ def tokio_redis(address: str, strace: bool = False, timeout: float = 60.0) -> di
     its wait calls and threads. Built once, offline, from Debian's crates."""
     from ..guestbook import parse_address
     from ..peers.tokio import build
-    host, _ = parse_address(address)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise NetlabError(f"the clients run against local servers only, not {address!r}")
+    _local_only(parse_address(address)[0], address)
     out, counts = _run("tokio redis", [str(build("tokio-redis-client")), address], strace,
                        timeout)
     return _counted(dict(client="tokio redis", output=out.strip().splitlines()), counts)

@@ -21,7 +21,6 @@ it. ``wrap=["strace", "-f", ...]`` runs a peer under a command prefix, as ``netl
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
 
 from ..env import TOOLS
-from ..servers import ServerError
+from ..servers import ServerError, uvloop_missing
 from ..supervisor import Supervised
 
 PEERS_DIR = Path(__file__).resolve().parent
@@ -85,6 +84,11 @@ class Peer(Supervised):
             raise
         raise AssertionError("unreachable")
 
+    @property
+    def address(self) -> str:
+        """'HOST:PORT', the form ``serve(redis=...)`` and ``delay_proxy`` users take."""
+        return f"{self.host}:{self.port}"
+
 
 def cache_dir(kind: str) -> Path:
     """Where a peer built from source keeps its builds: ~/.cache/netlab/<kind>/ (or under
@@ -110,7 +114,7 @@ from .java import java, java_classes  # noqa: E402
 from .nginx import nginx  # noqa: E402
 from .node import node  # noqa: E402
 from .redis import Redis, redis_binary, redis_server  # noqa: E402,F401  (a backend, not in PEERS)
-from .delay import Delayed, delay_proxy  # noqa: E402,F401  (latency in user space, not in PEERS)
+from .delay import delay_proxy  # noqa: E402,F401  (latency in user space, not in PEERS)
 from . import tokio as _tokio  # noqa: E402
 from .tokio import tokio  # noqa: E402
 
@@ -151,15 +155,13 @@ def available_peers() -> list:
     rows = []
     for name, spec in PEERS.items():
         reason = ""
-        if spec.tool and shutil.which(spec.tool) is None and not (
-                name.startswith("tokio") and _tokio.tokio_binary() is not None):
+        if name.startswith("tokio"):          # a build in the cache runs without cargo
+            reason = _tokio.unavailable()
+        elif spec.tool and shutil.which(spec.tool) is None:
             reason = f"{spec.tool} is not installed: {TOOLS[spec.tool][1]}"
         elif name == "java" and shutil.which("javac") is None and java_classes() is None:
             reason = f"javac is not installed (needed once, to compile): {TOOLS['java'][1]}"
-        elif name.startswith("tokio"):
-            reason = _tokio.unavailable()
-        elif name == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            reason = ("uvloop is not installed: pip install uvloop (requirements.txt installs "
-                      "it where a wheel exists)")
+        elif name == "uvloop":
+            reason = uvloop_missing()
         rows.append((name, not reason, reason))
     return rows

@@ -81,22 +81,16 @@ if __name__ == "__main__":
         pass
 else:
     from ..arguments import number
-    from ..sockets import LOOPBACK, check_port
+    from ..sockets import check_port
     from . import Peer
 
-    class Delayed(Peer):
-        """A running proxy: ``address`` ('127.0.0.1:PORT', for ``serve(redis=...)``)."""
-
-        @property
-        def address(self) -> str:
-            return f"{LOOPBACK}:{self.port}"
-
-    def delay_proxy(target_port: int, delay_ms: float, port: int = 0) -> "Delayed":
+    def delay_proxy(target_port: int, delay_ms: float, port: int = 0) -> Peer:
         """Start a proxy on 127.0.0.1:``port`` (0: a free one) to 127.0.0.1:``target_port``
-        that delays what clients send by ``delay_ms``."""
+        that delays what clients send by ``delay_ms``; its ``address`` is what
+        ``serve(redis=...)`` takes."""
         check_port(target_port)
         check_port(port)
         number("delay_ms", delay_ms, 0, 10_000)
         argv = [sys.executable, "-I", __file__, str(port), str(target_port), str(delay_ms)]
-        return Delayed("delay-proxy", argv, port=port,
+        return Peer("delay-proxy", argv, port=port,
                        announce=r"Listening on [\d.]+:(\d+)").start()

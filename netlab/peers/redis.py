@@ -49,10 +49,6 @@ class Redis(Peer):
     """A running private redis-server: ``address`` ('127.0.0.1:PORT', what ``serve(redis=)``
     takes), ``client()``, and everything a Peer has (``pid``, ``alive``, ``log()``, ``stop()``)."""
 
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
     def client(self, **kwargs):
         """A redis-py client of this server (``decode_responses=True`` unless told)."""
         import redis

@@ -1,6 +1,7 @@
 """Tokio, the runtime the course notes' Rust example uses (tokio_src/, next to this file): a
-hello server as a peer, and the notes' mini-redis-style client. The server runs a task per connection on the multi-thread runtime (``#[tokio::main]``'s default: a worker
-thread per core, each able to wait in epoll_wait) or on the current-thread runtime (one thread,
+hello server as a peer, and the notes' mini-redis-style client. The server runs a task per
+connection on the multi-thread runtime (``#[tokio::main]``'s default: a worker thread per
+core, each able to wait in epoll_wait) or on the current-thread runtime (one thread,
 one loop, like netlab's epoll model and Node's libuv).
 
 It is built offline, once per version of its source, from Debian's packaged crates: crates.io
@@ -17,6 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+from ..env import TOOLS
 from ..servers import NetlabError, ServerError
 from ..sockets import check_port, free_port
 from ..supervisor import check_wrap
@@ -25,7 +27,7 @@ from . import PEERS_DIR, Peer, build_slot, cache_dir
 SOURCE = PEERS_DIR / "tokio_src"
 BINARIES = ("tokio-hello", "tokio-redis-client")
 REGISTRY = Path("/usr/share/cargo/registry")
-INSTALL = "apt-get install cargo librust-tokio-dev"
+INSTALL = TOOLS["cargo"][1]      # apt-get install cargo librust-tokio-dev
 FLAVORS = ("multi", "current")
 CARGO_CONFIG = f"""# offline: crates come from Debian's packages, never from crates.io
 [source.crates-io]

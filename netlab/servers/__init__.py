@@ -68,6 +68,14 @@ FEATURES = {
 }
 
 
+def uvloop_missing() -> str:
+    """Why asyncio cannot run on uvloop here, in one sentence ('' when it can)."""
+    if importlib.util.find_spec("uvloop") is None:
+        return ("uvloop is not installed: pip install uvloop (requirements.txt installs it "
+                "where a wheel exists)")
+    return ""
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -118,9 +126,8 @@ class Model:
             default = self.options[key]
             if isinstance(default, bool) and not isinstance(value, bool):
                 raise NetlabError(f"option {key} must be True or False, not {value!r}")
-        if options.get("uvloop") and importlib.util.find_spec("uvloop") is None:
-            raise NetlabError("uvloop is not installed: pip install uvloop (requirements.txt "
-                              "installs it where a wheel exists)")
+        if options.get("uvloop") and uvloop_missing():
+            raise NetlabError(uvloop_missing())
         if options.get("exclusive") and not FEATURES["exclusive"][0]:
             raise NetlabError(f"exclusive=True {FEATURES['exclusive'][1]}")
         if options.get("exclusive") and (workers or self.default_workers) < 2:
@@ -180,7 +187,8 @@ MODELS = [
           workers="processes", default_workers=os.cpu_count() or 2, options={"edge": False},
           needs=("fork", "reuseport"), reuseport=True, always_forks=True),
     Model("uring", "one thread, io_uring: submit operations, reap completions (Linux 5.7+)",
-          options={"batch": True, "multishot": False, "coop": True}, needs=("uring",), **_EVENT_LOOP),
+          options={"batch": True, "multishot": False, "coop": True}, needs=("uring",),
+          **_EVENT_LOOP),
 ]
 
 _BY_NAME = {m.name: m for m in MODELS}

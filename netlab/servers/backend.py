@@ -76,7 +76,8 @@ class LoopBackend:
             if err == errno.EINPROGRESS:
                 return
             if err:
-                return self._lost(f"cannot connect to {self._where()}: {errno.errorcode.get(err, err)}")
+                return self._lost(f"cannot connect to {self._where()}: "
+                                  f"{errno.errorcode.get(err, err)}")
             self._connecting = False
         while True:                      # until EAGAIN: right for edge- and level-triggered
             try:

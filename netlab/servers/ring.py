@@ -32,8 +32,9 @@ ENTER_GETEVENTS = 1
 # Setup flag (Linux 5.19): a completion found while we run waits for our next system call
 # instead of interrupting us (an inter-processor interrupt, dear in a VM) to be posted
 COOP_TASKRUN = 1 << 8
-ENTRIES = 1024                  # SQ slots of the model's ring (the kernel makes the CQ twice that)
-# (the CQ has 2 x entries slots: completions beyond that wait in the kernel, not lost, since 5.5)
+# SQ slots of the model's ring; the kernel makes the CQ twice that, and completions beyond it
+# wait in the kernel, not lost (since 5.5)
+ENTRIES = 1024
 _OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
 _REGISTER_PROBE = 8
 # syscall numbers: the same on every architecture Linux added them to together (not alpha)
@@ -164,12 +165,12 @@ def support() -> tuple:
     It sets up (and tears down) a ring: call it once, lazily (``servers.FEATURES``)."""
     if _libc is None:
         return False, "needs io_uring, which is Linux-only (5.7 or later)"
-    if os.uname().machine not in ("x86_64", "amd64"):
+    machine, release = os.uname().machine, os.uname().release
+    if machine not in ("x86_64", "amd64"):
         # x86 keeps plain stores and loads in order; elsewhere the ring's head and tail need
         # the barriers liburing uses (smp_store_release, smp_load_acquire), which ctypes lacks
         return False, (f"the uring model's ring is written for x86-64's memory ordering, and "
-                       f"this is {os.uname().machine}")
-    release = os.uname().release
+                       f"this is {machine}")
     try:
         ring = Ring(ENTRIES)            # the size the model uses: on 5.7-5.11 it is locked memory
     except OSError as e:

@@ -9,8 +9,8 @@ batch of completions goes to the kernel in the ``io_uring_enter`` that waits for
 ``multishot=True``: one accept SQE for every connection (Linux 5.19+). ``coop=False`` lets the
 kernel interrupt the thread (an IPI) to post each completion the moment it happens, io_uring's
 default; with ``coop=True`` (COOP_TASKRUN, 5.19+; ignored before) they wait for our next
-``io_uring_enter``: half the system CPU per request here (benchmarks/README.md). Backend timers are a
-TIMEOUT operation, the guestbook's Redis socket a POLL_ADD, closing a CLOSE: one ring for all.
+``io_uring_enter``: half the system CPU per request here (benchmarks/README.md). Backend timers
+are a TIMEOUT operation, the guestbook's Redis socket a POLL_ADD, closing a CLOSE: one ring.
 
 The price of completions: the kernel writes into our buffer later, so each pending recv owns
 one (RECV_SIZE per connection; the kernel's provided-buffer pools would share them), and an fd
@@ -31,6 +31,7 @@ import time
 from .backend import LoopBackend
 from .blocking import _FD_ERRORS, close as close_socket, warn_fd_limit
 from .connection import Connection
+from .eventloop import READ as POLLIN, WRITE as POLLOUT   # poll()'s bits: POLL_ADD takes them
 from .forks import run_workers
 from .ring import (ACCEPT, ACCEPT_MULTISHOT, ASYNC_CANCEL, CLOSE, COOP_TASKRUN, CQE_F_MORE,
                    ENTRIES, POLL_ADD, RECV, SEND, TIMEOUT, Ring, address)
@@ -38,7 +39,6 @@ from .session import Session, Timers
 
 RECV_SIZE = 16384       # bytes one recv may deliver: a buffer per connection, in flight
 SEND_MAX = 256 * 1024   # bytes handed to one send; the kernel may take fewer (then: the rest)
-POLLIN, POLLOUT = 1, 4
 # A send with no room must not wait inside the kernel: after 128 wake-ups that still found no
 # room (a client that half-closed and stopped reading), io_uring hands it to a kernel worker
 # thread (iou-wrk-N) that sleeps in it, one per such client (measured). With MSG_DONTWAIT it
