@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 
 import psutil
 import pytest
+
+import netlab
 
 
 def open_fds() -> int:
@@ -93,3 +96,10 @@ def zombies_of(pid: int) -> list:
 
 
 LINUX = os.uname().sysname == "Linux" if hasattr(os, "uname") else False
+
+
+# what a test needs that a machine may lack: skipped with the sentence that says what to do
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
+                                  reason="strace is not installed: apt-get install strace")
+needs_uring = pytest.mark.skipif(not netlab.model("uring").available,
+                                 reason=netlab.model("uring").reason or "available")

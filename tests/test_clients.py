@@ -13,6 +13,8 @@ import netlab
 from netlab import clients
 from netlab.peers import redis_binary, redis_server
 
+from conftest import needs_strace
+
 tokio_peer = importlib.import_module("netlab.peers.tokio")   # the module (peers.tokio is the factory)
 BACKEND_MS = 50
 
@@ -31,7 +33,7 @@ def test_n_at_once_take_about_one_wait_and_n_in_turn_take_n(client):
     assert con["wall_s"] < seq["wall_s"] / 2, (seq, con)         # at once: about one wait
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed: apt-get install strace")
+@needs_strace
 @pytest.mark.parametrize("client", list(clients.CLIENTS))
 def test_under_strace_a_client_waits_in_epoll(client):
     why = clients.unavailable(client)

@@ -1,8 +1,6 @@
 """completion: io_uring against epoll, counted (system calls, memory per idle connection) and
 measured (CPU per request, with what limited each run). Counts and shapes, never timings."""
 
-import shutil
-
 import pandas as pd
 import pytest
 
@@ -11,10 +9,8 @@ from netlab import NetlabError
 from netlab.experiments import completion
 from netlab.servers.uring import RECV_SIZE
 
-needs_uring = pytest.mark.skipif(not netlab.model("uring").available,
-                                 reason=netlab.model("uring").reason or "available")
-needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
-                                  reason="strace is not installed: apt-get install strace")
+from conftest import needs_strace, needs_uring
+
 
 
 @pytest.fixture(autouse=True)

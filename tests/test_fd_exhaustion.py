@@ -26,7 +26,7 @@ import pytest
 import netlab
 from netlab.monitor import wait_until
 from netlab.servers import blocking, eventloop, reactor
-from conftest import get, read_response
+from conftest import get, needs_uring, read_response
 
 OUT_OF_FDS = "the process is out of file descriptors"
 
@@ -39,8 +39,7 @@ REACTOR = [("reactor", {})]
 # not multishot=True here: the kernel copies RLIMIT_NOFILE into an accept request when it is
 # submitted, so a limit lowered under a running multishot accept does not apply to it
 # (test_uring's out-of-fds test sets the limit before the server starts)
-URING = [pytest.param("uring", {}, marks=pytest.mark.skipif(
-    not netlab.model("uring").available, reason=netlab.model("uring").reason or "available"))]
+URING = [pytest.param("uring", {}, marks=needs_uring)]
 
 needs_prlimit = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not hasattr(psutil.Process, "rlimit"),

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +22,7 @@ from netlab import guestbook, http
 from netlab.peers import redis_binary, redis_server
 from netlab.supervisor import proc_group
 
-from conftest import get, parse_response, port_listening
+from conftest import get, needs_strace, parse_response, port_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY, WHY = redis_binary()
@@ -264,7 +262,7 @@ def test_cli_serve_with_a_private_redis_leaves_nothing():
 
 
 @needs_redis
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed: apt-get install strace")
+@needs_strace
 @pytest.mark.parametrize("model", ["epoll", "poll", "select"])
 def test_under_strace_the_redis_socket_is_in_the_loops_own_wait(model):
     """The kernel's own account: the socket connected to Redis is the fd the loop registers

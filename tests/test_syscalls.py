@@ -1,7 +1,6 @@
 """syscalls: each model's system calls per request, counted by strace, an idle twin subtracted."""
 
 import json
-import shutil
 
 import matplotlib
 
@@ -14,7 +13,7 @@ import netlab  # noqa: E402
 from netlab import NetlabError  # noqa: E402
 from netlab.experiments import syscalls  # noqa: E402
 
-needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+from conftest import needs_strace
 
 
 @pytest.fixture(autouse=True)

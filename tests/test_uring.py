@@ -8,7 +8,6 @@ import errno
 import os
 import resource
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,10 +22,8 @@ from netlab import NetlabError
 from netlab.monitor import wait_until
 from netlab.servers import FEATURES, ring
 
-from conftest import get, read_response
+from conftest import get, needs_strace, needs_uring, read_response
 
-needs_uring = pytest.mark.skipif(not netlab.model("uring").available,
-                                 reason=netlab.model("uring").reason or "available")
 
 
 # ---------------------------------------------------------------- closing and fd reuse
@@ -204,8 +201,7 @@ def test_importing_netlab_sets_up_no_ring():
 # ---------------------------------------------------------------- batching, threads
 
 @needs_uring
-@pytest.mark.skipif(shutil.which("strace") is None,
-                    reason="strace is not installed: apt-get install strace")
+@needs_strace
 def test_batch_false_makes_more_io_uring_enter_calls_than_batch_true(monkeypatch):
     """strace's count: batch=True submits a round's operations with its wait (~0.6 calls per
     keep-alive request here); batch=False adds one call per operation (~2.5)."""
